@@ -1,0 +1,1 @@
+"""How every service of the pipeline starts and stops, locally and in production."""
