@@ -1,0 +1,52 @@
+"""Turn a trustless-gateway CAR into verified file bytes.
+
+The gateway is not trusted: every block we use is hashed against the CID that
+links to it, starting from the root CID the token names, so the bytes we keep
+are exactly the content the token points at, whichever gateway served them.
+"""
+
+from __future__ import annotations
+
+from tasks.errors import ItemError
+from tasks.ipfs import unixfs
+from tasks.ipfs.car import read_car
+from tasks.ipfs.cid import CID, SHA2_256
+
+
+def file_from_car(car: bytes, root: CID, path: str, max_bytes: int) -> tuple[CID, bytes]:
+    """Verify and assemble the file at ``root/path``; return its own CID and its bytes.
+
+    ``path`` segments are entry names as stored (already percent-decoded).
+    Raises ItemError: "cid_mismatch" (a block does not hash to its CID),
+    "bad_car" (malformed CAR or DAG, missing block or entry), "too_large".
+    """
+    _, blocks = read_car(car)
+    # Index by multihash: a gateway may label a block CIDv1 when we linked it as v0.
+    by_hash = {cid.multihash: block for cid, block in blocks.items()}
+    nodes: dict[CID, unixfs.Node] = {}
+
+    def get(cid: CID) -> unixfs.Node:
+        node = nodes.get(cid)
+        if node is not None:
+            return node
+        block = unixfs.inline_block(cid)
+        if block is None:
+            block = by_hash.get(cid.multihash)
+            if block is None:
+                raise ItemError("bad_car", f"block {cid} is missing from the CAR")
+            if not cid.digest_matches(block):
+                if cid.hash_code != SHA2_256:
+                    raise ItemError(
+                        "cid_mismatch", f"cannot verify hash 0x{cid.hash_code:x} of {cid}"
+                    )
+                raise ItemError("cid_mismatch", f"block does not hash to {cid}")
+        node = nodes[cid] = unixfs.decode(cid, block)
+        return node
+
+    try:
+        target, _ = unixfs.resolve(get, root, unixfs.split_path(path))
+        return target, unixfs.read_file(get, target, max_bytes)
+    except unixfs.FileTooLarge as e:
+        raise ItemError("too_large", str(e)) from None
+    except (unixfs.UnixFSError, unixfs.PathNotFound) as e:
+        raise ItemError("bad_car", str(e)) from None

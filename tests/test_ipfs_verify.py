@@ -1,0 +1,187 @@
+"""Verifying gateway CARs: good content comes back byte for byte, bad content is refused."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tasks.errors import ItemError
+from tasks.ipfs import dagpb
+from tasks.ipfs.car import read_car, write_car
+from tasks.ipfs.cid import CID, DAG_PB, IDENTITY, RAW
+from tasks.ipfs.dagpb import PBLink, UnixFSData
+from tasks.ipfs.importer import CHUNK_SIZE, MAX_LINKS, Tree, add_bytes, add_directory
+from tasks.ipfs.verify import file_from_car
+
+LIMIT = 64 * 1024 * 1024
+
+
+def car_of(root: CID, blocks: dict[CID, bytes]) -> bytes:
+    return write_car([root], blocks.items())
+
+
+def kind_of(car: bytes, root: CID, path: str = "", max_bytes: int = LIMIT) -> str:
+    with pytest.raises(ItemError) as info:
+        file_from_car(car, root, path, max_bytes)
+    return info.value.kind
+
+
+def pb_block(links: list[PBLink], fs: UnixFSData) -> tuple[CID, bytes]:
+    block = dagpb.encode_node(links, dagpb.encode_unixfs(fs))
+    return CID.for_block(block, DAG_PB, 0), block
+
+
+@pytest.mark.parametrize("cid_version", [0, 1])
+@pytest.mark.parametrize(
+    "size",
+    [0, 1000, CHUNK_SIZE, 3 * CHUNK_SIZE - 1, (MAX_LINKS + 1) * CHUNK_SIZE + 1],
+    ids=["empty", "small", "one-chunk", "three-chunks", "two-levels"],
+)
+def test_file_round_trip(size: int, cid_version: int) -> None:
+    data = random.Random(size).randbytes(size)
+    root, blocks = add_bytes(data, cid_version)
+    assert file_from_car(car_of(root, blocks), root, "", LIMIT) == (root, data)
+
+
+def test_car_round_trip_keeps_roots_and_blocks() -> None:
+    root, blocks = add_directory({"a": b"1", "b": {"c": b"2"}})
+    other, more = add_bytes(b"x" * 10, cid_version=1)
+    roots, read = read_car(write_car([root, other], [*blocks.items(), *more.items()]))
+    assert roots == [root, other]
+    assert read == {**blocks, **more}
+
+
+TREE: Tree = {
+    "0.json": b'{"name":"#0"}',
+    "images": {"0.png": b"\x89PNG...", "big.bin": bytes(3 * CHUNK_SIZE)},
+}
+
+
+@pytest.mark.parametrize("cid_version", [0, 1])
+def test_paths_through_plain_directories(cid_version: int) -> None:
+    root, blocks = add_directory(TREE, cid_version)
+    car = car_of(root, blocks)
+    cid, data = file_from_car(car, root, "/images/0.png", LIMIT)
+    assert data == b"\x89PNG..."
+    assert cid == add_bytes(data, cid_version)[0]
+    assert file_from_car(car, root, "images//big.bin/", LIMIT)[1] == bytes(3 * CHUNK_SIZE)
+    assert kind_of(car, root, "images/1.png") == "bad_car"  # no such entry
+    assert kind_of(car, root, "0.json/x") == "bad_car"  # a file is not a directory
+    assert kind_of(car, root, "images") == "bad_car"  # a directory is not a file
+
+
+@pytest.mark.parametrize("cid_version", [0, 1])
+def test_paths_through_a_hamt(cid_version: int) -> None:
+    tree = {f"{i}.png": f"bird {i}".encode() for i in range(10_000)}
+    root, blocks = add_directory({"images": tree}, cid_version)
+    car = car_of(root, blocks)
+    for i in (0, 4321, 9999):
+        assert file_from_car(car, root, f"images/{i}.png", LIMIT)[1] == f"bird {i}".encode()
+    assert kind_of(car, root, "images/10000.png") == "bad_car"
+
+
+def test_only_the_blocks_on_the_path_are_needed() -> None:
+    tree = {f"{i}.png": f"bird {i}".encode() for i in range(10_000)}
+    root, blocks = add_directory(tree)
+    wanted, _ = add_bytes(b"bird 77")
+    shards = {
+        c: b
+        for c, b in blocks.items()
+        if dagpb.decode_unixfs(dagpb.decode_node(b).data or b"").type == dagpb.TYPE_HAMT_SHARD
+    }
+    partial = {c: b for c, b in blocks.items() if c in shards or c == wanted}
+    assert file_from_car(car_of(root, partial), root, "77.png", 100)[1] == b"bird 77"
+
+
+def test_tampered_block_is_a_cid_mismatch() -> None:
+    data = random.Random(3).randbytes(3 * CHUNK_SIZE)
+    root, blocks = add_bytes(data, cid_version=1)
+    leaf = next(c for c in blocks if c.codec == RAW)
+    tampered = dict(blocks)
+    tampered[leaf] = b"\0" + blocks[leaf][1:]
+    assert kind_of(car_of(root, tampered), root) == "cid_mismatch"
+    tampered_root = {**blocks, root: blocks[root] + b"\0"}
+    assert kind_of(car_of(root, tampered_root), root) == "cid_mismatch"
+
+
+def test_missing_block_is_a_bad_car() -> None:
+    root, blocks = add_bytes(bytes(range(256)) * 3000)
+    leaf = next(c for c in blocks if c != root)
+    assert kind_of(car_of(root, {c: b for c, b in blocks.items() if c != leaf}), root) == "bad_car"
+    directory, dir_blocks = add_directory({"a": b"1"})
+    assert kind_of(car_of(directory, dir_blocks), root) == "bad_car"  # the root is not in it
+
+
+def test_blocks_labelled_with_another_cid_version_still_verify() -> None:
+    root, blocks = add_directory({"a.png": b"png"})
+    relabelled = {CID(1, c.codec, c.multihash): b for c, b in blocks.items()}
+    assert file_from_car(car_of(root, relabelled), root, "a.png", 10)[1] == b"png"
+
+
+def test_identity_cids_need_no_block() -> None:
+    inline = CID(1, RAW, bytes([IDENTITY, 5]) + b"hello")
+    root, block = pb_block([PBLink(inline, "hi.txt", 5)], UnixFSData(dagpb.TYPE_DIRECTORY))
+    assert file_from_car(car_of(root, {root: block}), root, "hi.txt", 10) == (inline, b"hello")
+
+
+@pytest.mark.parametrize(
+    "car",
+    [
+        b"",
+        b"\x00",
+        b"garbage that is not a car at all",
+        b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",  # endless varint
+        b"\x80\x80\x80\x80\x01" + b"\0" * 16,  # header length past the end
+    ],
+)
+def test_garbage_is_a_bad_car(car: bytes) -> None:
+    root, _ = add_bytes(b"x")
+    assert kind_of(car, root) == "bad_car"
+
+
+def test_truncated_and_mislabelled_cars_are_bad() -> None:
+    root, blocks = add_bytes(random.Random(5).randbytes(2 * CHUNK_SIZE))
+    car = car_of(root, blocks)
+    for cut in (5, len(car) // 2, len(car) - 1):
+        assert kind_of(car[:cut], root) == "bad_car"
+    v2 = car.replace(b"gversion\x01", b"gversion\x02", 1)
+    assert v2 != car
+    assert kind_of(v2, root) == "bad_car"
+
+
+def test_declared_size_over_the_limit_is_too_large_before_fetching() -> None:
+    root, blocks = add_bytes(bytes(5 * CHUNK_SIZE))
+    only_root = {root: blocks[root]}  # children absent: the declared size alone decides
+    assert kind_of(car_of(root, only_root), root, max_bytes=4 * CHUNK_SIZE) == "too_large"
+    assert file_from_car(car_of(root, blocks), root, "", 5 * CHUNK_SIZE)[1] == bytes(5 * CHUNK_SIZE)
+
+
+def test_a_root_that_understates_its_size_is_caught() -> None:
+    leaf, _ = add_bytes(bytes(CHUNK_SIZE))
+    _, leaf_blocks = add_bytes(bytes(CHUNK_SIZE))
+    links = [PBLink(leaf, "", len(leaf_blocks[leaf]))] * 4
+    root, block = pb_block(links, UnixFSData(dagpb.TYPE_FILE, filesize=10, blocksizes=(1, 3, 3, 3)))
+    car = car_of(root, {root: block, **leaf_blocks})
+    assert kind_of(car, root, max_bytes=CHUNK_SIZE) == "too_large"
+    assert kind_of(car, root, max_bytes=LIMIT) == "bad_car"  # size does not match the content
+
+
+def test_a_dag_bomb_of_empty_nodes_is_refused() -> None:
+    empty, empty_blocks = add_bytes(b"")
+    links = [PBLink(empty, "", 6)] * 174
+    inner, inner_block = pb_block(
+        links, UnixFSData(dagpb.TYPE_FILE, filesize=0, blocksizes=(0,) * 174)
+    )
+    root, root_block = pb_block(
+        [PBLink(inner, "", 0)] * 174, UnixFSData(dagpb.TYPE_FILE, filesize=0, blocksizes=(0,) * 174)
+    )
+    car = car_of(root, {root: root_block, inner: inner_block, **empty_blocks})
+    assert kind_of(car, root) == "bad_car"
+
+
+def test_a_hamt_of_the_wrong_kind_is_refused() -> None:
+    file_cid, file_blocks = add_bytes(b"x")
+    fs = UnixFSData(dagpb.TYPE_HAMT_SHARD, data=b"\x01", hash_type=0x12, fanout=256)
+    root, block = pb_block([PBLink(file_cid, "00x", 1)], fs)
+    assert kind_of(car_of(root, {root: block, **file_blocks}), root, "x") == "bad_car"
