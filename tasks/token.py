@@ -1,0 +1,131 @@
+"""Ingest one token: URI -> metadata -> image -> object store -> one manifest row.
+
+Every failure becomes the row's status and error; whatever was already stored
+(the metadata when only the image fails) stays recorded in the row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+
+from tasks.content import ImageInfo, image_reference, inspect_image, parse_metadata
+from tasks.download import download
+from tasks.errors import ItemError
+from tasks.fetch import SafeFetcher
+from tasks.manifest import ManifestRow, clip_uri
+from tasks.settings import Settings
+from tasks.store import StoredBlob
+from tasks.uris import DataLocation, Location, resolve_uri
+
+# An image as stored: where, what it is, and its IPFS CID if it came from IPFS.
+StoredImage = tuple[StoredBlob, ImageInfo, str | None]
+# Stores bytes with a content type, off the event loop; returns where they went.
+PutBlob = Callable[[bytes, str], Awaitable[StoredBlob]]
+
+
+@dataclass
+class TokenContext:
+    """What every token of a shard shares: settings, the HTTP client, the store."""
+
+    settings: Settings
+    fetcher: SafeFetcher
+    put_blob: PutBlob
+    collection: str
+    contract: str
+    # One download per distinct image location in a shard (unrevealed
+    # collections point every token at the same image).
+    images: dict[Location, asyncio.Task[StoredImage]] = field(default_factory=dict)
+    bytes_new: int = 0
+
+    async def store(self, data: bytes, mime: str) -> StoredBlob:
+        blob = await self.put_blob(data, mime)
+        if blob.created:
+            self.bytes_new += blob.size
+        return blob
+
+
+async def ingest_token(ctx: TokenContext, token_id: int, uri: str | ItemError) -> ManifestRow:
+    """Produce the token's manifest row; never raises for problems of the token's data."""
+    row = ManifestRow(ctx.collection, ctx.contract, str(token_id))
+    try:
+        if isinstance(uri, ItemError):
+            raise uri
+        row = replace(row, token_uri=clip_uri(uri))
+        return await _ingest(ctx, token_id, uri, row)
+    except ItemError as e:
+        return _failed(row, e)
+    except ValueError as e:
+        # eth/uri helpers raise ValueError on malformed token data they reject.
+        return _failed(row, ItemError("bad_uri", str(e)[:300]))
+
+
+async def _ingest(ctx: TokenContext, token_id: int, uri: str, row: ManifestRow) -> ManifestRow:
+    s = ctx.settings
+    where = resolve_uri(uri, token_id, s, max_data_bytes=s.max_metadata_bytes)
+    meta = await download(where, ctx.fetcher, s.ipfs_gateways, s.max_metadata_bytes)
+    metadata = parse_metadata(meta.data)
+    stored = await ctx.store(meta.data, "application/json")
+    row = replace(
+        row, metadata_key=stored.key, metadata_sha256=stored.sha256, metadata_cid=meta.cid
+    )
+    reference: str | bytes | None = None
+    try:
+        reference = image_reference(metadata)
+        if isinstance(reference, bytes):
+            image_uri, image = "(inline image_data)", await _store_image(ctx, reference, None)
+        else:
+            image_uri = reference
+            where = resolve_uri(reference, token_id, s, max_data_bytes=s.max_image_bytes)
+            image = await _image(ctx, where)
+    except ItemError as e:
+        return _failed(replace(row, image_uri=clip_uri(_as_text(reference))), e)
+    blob, info, cid = image
+    return replace(
+        row,
+        image_uri=clip_uri(image_uri),
+        image_key=blob.key,
+        mime=info.mime,
+        bytes=blob.size,
+        sha256=blob.sha256,
+        cid=cid,
+        width=info.width,
+        height=info.height,
+    )
+
+
+async def _image(ctx: TokenContext, where: Location) -> StoredImage:
+    """Fetch, check and store an image once per shard however many tokens name it."""
+    if isinstance(where, DataLocation):
+        return await _fetch_image(ctx, where)
+    task = ctx.images.get(where)
+    if task is None:
+        task = asyncio.ensure_future(_fetch_image(ctx, where))
+        ctx.images[where] = task
+    return await asyncio.shield(task)
+
+
+async def _fetch_image(ctx: TokenContext, where: Location) -> StoredImage:
+    s = ctx.settings
+    image = await download(where, ctx.fetcher, s.ipfs_gateways, s.max_image_bytes)
+    return await _store_image(ctx, image.data, image.cid)
+
+
+async def _store_image(ctx: TokenContext, data: bytes, cid: str | None) -> StoredImage:
+    info = inspect_image(data)
+    return await ctx.store(data, info.mime), info, cid
+
+
+def _as_text(reference: str | bytes | None) -> str | None:
+    return reference if isinstance(reference, str) else None
+
+
+def _failed(row: ManifestRow, error: ItemError) -> ManifestRow:
+    return replace(
+        row,
+        status="failed",
+        error_kind=error.kind,
+        error=error.message[:1000],
+        retryable=error.retryable,
+    )
