@@ -1,0 +1,178 @@
+"""`nft1000/ingest`: read collections from Ethereum and store their tokens in S3.
+
+Orchestration only. Each collection is planned (contract facts, token id
+range, shards of ~1,000 tokens); shards run as plain synchronous tasks on Dask,
+each driving its own asyncio loop for downloads. Progress shows in the Prefect
+UI as one progress artifact per collection and a summary table at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, cast
+from uuid import UUID
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import TaskRunner
+from prefect_dask.task_runners import DaskTaskRunner
+
+from tasks.chain import ChainReader, CollectionFacts
+from tasks.registry import CollectionTarget, load_registry, parse_target
+from tasks.settings import Settings, load_settings
+from tasks.shard import ShardResult, ShardSpec, plan_shards, run_shard
+from tasks.store import ObjectStore
+
+SETTINGS = load_settings()
+
+
+def task_runner(settings: Settings) -> TaskRunner[PrefectFuture[Any]]:
+    """The configured Dask scheduler, or a local cluster of worker processes."""
+    if settings.dask_address:
+        runner = DaskTaskRunner(address=settings.dask_address)
+    else:
+        runner = DaskTaskRunner(
+            cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "dashboard_address": None}
+        )
+    # prefect-dask's runner is generic over its own future type, a PrefectFuture.
+    return cast(TaskRunner[PrefectFuture[Any]], runner)
+
+
+@dataclass(frozen=True)
+class CollectionPlan:
+    target: CollectionTarget
+    facts: CollectionFacts
+    shards: list[ShardSpec]
+
+
+@task(name="plan-collection", retries=2, retry_delay_seconds=5)
+def plan_collection(target: CollectionTarget, settings: Settings) -> CollectionPlan:
+    """Contract facts and token id range, cut into shards."""
+
+    async def read() -> tuple[CollectionFacts, range]:
+        async with ChainReader(settings.rpc_url, settings.rpc_batch_size) as chain:
+            facts = await chain.collection_facts(target.address)
+            ids = await chain.token_id_range(target.address, facts.total_supply, target.ids)
+            return facts, ids
+
+    facts, ids = asyncio.run(read())
+    name = target.name if target.name != target.address else facts.name or target.address
+    shards = plan_shards(name, target.address, ids, settings.shard_size)
+    return CollectionPlan(target, facts, shards)
+
+
+@task(
+    name="ingest-shard",
+    retries=2,
+    retry_delay_seconds=10,
+    task_run_name="{spec.collection} {spec.name}",
+)
+def ingest_shard(spec: ShardSpec, settings: Settings) -> ShardResult:
+    """One shard end to end; a retry resumes from the shard's checkpoints."""
+    return run_shard(spec, settings)
+
+
+@flow(name="nft1000", task_runner=task_runner(SETTINGS), log_prints=True)
+def ingest(
+    collections: list[str] | None = None, shard_size: int | None = None
+) -> list[dict[str, object]]:
+    """Ingest collections named in the registry or by address (see tasks.registry)."""
+    logger = get_run_logger()
+    settings = SETTINGS if shard_size is None else SETTINGS.replace(shard_size=shard_size)
+    specs = collections or list(settings.collections)
+    if not specs:
+        raise ValueError("no collections given and NFT1000_COLLECTIONS is empty")
+    registry = load_registry(settings.registries)
+    targets = [parse_target(s, registry) for s in specs]
+    ObjectStore(settings).ensure_bucket()
+    started = time.monotonic()
+
+    plans = [plan_collection.submit(t, settings) for t in targets]
+    shard_futures: list[PrefectFuture[ShardResult]] = []
+    progress: dict[str, UUID] = {}
+    totals: dict[str, _Totals] = {}
+    for planned in plans:
+        plan = planned.result()
+        name = plan.shards[0].collection if plan.shards else plan.target.name
+        logger.info("%s (%s): %d shards", name, plan.target.address, len(plan.shards))
+        totals[plan.target.address] = _Totals(name, plan.target.address, len(plan.shards))
+        progress[plan.target.address] = cast(
+            UUID,
+            create_progress_artifact(
+                0.0, key=_artifact_key("ingest", name), description=f"{name}: shards done"
+            ),
+        )
+        shard_futures += [ingest_shard.submit(s, settings) for s in plan.shards]
+
+    for done in as_completed(shard_futures):
+        result = done.result()
+        total = totals[result.contract]
+        total.add(result, time.monotonic() - started)
+        update_progress_artifact(
+            progress[result.contract], 100.0 * total.shards_done / total.shards
+        )
+
+    rows = [t.row() for t in totals.values()]
+    create_table_artifact(rows, key="ingest-summary", description="nft1000/ingest summary")
+    for row in rows:
+        logger.info("%s", row)
+    return rows
+
+
+class _Totals:
+    """Running sums of one collection's shard results."""
+
+    def __init__(self, name: str, contract: str, shards: int) -> None:
+        self.name, self.contract, self.shards = name, contract, shards
+        self.shards_done = 0
+        self.result = ShardResult(name, contract)
+        self.elapsed = 0.0
+
+    def add(self, r: ShardResult, elapsed: float) -> None:
+        self.shards_done += 1
+        self.elapsed = elapsed
+        t = self.result
+        t.tokens += r.tokens
+        t.ok += r.ok
+        t.failed.update(r.failed)
+        t.skipped += r.skipped
+        t.bytes += r.bytes
+        t.new_bytes += r.new_bytes
+        t.http_requests += r.http_requests
+        t.rpc_round_trips += r.rpc_round_trips
+
+    def row(self) -> dict[str, object]:
+        t = self.result
+        fetched = t.tokens - t.skipped
+        return {
+            "collection": self.name,
+            "contract": self.contract,
+            "tokens": t.tokens,
+            "ok": t.ok,
+            "failed": sum(t.failed.values()),
+            "failed_by_reason": _reasons(t.failed),
+            "already_done": t.skipped,
+            "bytes": t.bytes,
+            "new_bytes": t.new_bytes,
+            "http_requests": t.http_requests,
+            "rpc_round_trips": t.rpc_round_trips,
+            "tokens_per_s": round(fetched / self.elapsed, 1) if self.elapsed else 0.0,
+        }
+
+
+def _reasons(failed: Counter[str]) -> str:
+    return ", ".join(f"{k}: {n}" for k, n in sorted(failed.items())) or "-"
+
+
+def _artifact_key(*parts: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    text = "-".join(parts).lower()
+    return "".join(c if c.isalnum() and c.isascii() else "-" for c in text).strip("-")

@@ -1,0 +1,64 @@
+"""Which contract a collection name means, and how a user names collections.
+
+A collection is named by its NFT1000 registry name (``Moonbirds``) or by its
+contract address, optionally with an inclusive token id range:
+``Moonbirds``, ``Moonbirds:0-99``, ``0x2358...a68b:1-500``. Registries are JSON
+files in the shape of NFT1000's ``collections.json``; the first that knows a
+name wins, so a local registry can shadow mainnet addresses for the demo.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_RANGE = re.compile(r"(?P<first>\d+)-(?P<last>\d+)")
+
+
+@dataclass(frozen=True)
+class CollectionTarget:
+    name: str  # registry name, or the address when named by address
+    address: str  # lowercase 0x address
+    ids: tuple[int, int] | None  # explicit (first, end-exclusive), else discovered on chain
+
+
+def load_registry(paths: Sequence[Path]) -> dict[str, tuple[str, str]]:
+    """Lowercased name -> (name, address), earlier files taking precedence."""
+    known: dict[str, tuple[str, str]] = {}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        for key, entry in data.get("collections", {}).items():
+            address = str(entry.get("contract_address", ""))
+            if not _ADDRESS.fullmatch(address):
+                continue
+            for name in {key, str(entry.get("project_name") or key)}:
+                known.setdefault(name.lower(), (key, address.lower()))
+    return known
+
+
+def parse_target(spec: str, registry: dict[str, tuple[str, str]]) -> CollectionTarget:
+    """Turn one user-written collection spec into a target; ValueError says what is wrong."""
+    text = spec.strip()
+    ids: tuple[int, int] | None = None
+    head, sep, tail = text.rpartition(":")
+    if sep and _RANGE.fullmatch(tail.strip()):
+        match = _RANGE.fullmatch(tail.strip())
+        assert match is not None
+        first, last = int(match["first"]), int(match["last"])
+        if last < first:
+            raise ValueError(f"{spec!r}: range {first}-{last} ends before it starts")
+        ids, text = (first, last + 1), head.strip()
+    if _ADDRESS.fullmatch(text):
+        return CollectionTarget(text.lower(), text.lower(), ids)
+    found = registry.get(text.lower())
+    if found is None:
+        raise ValueError(
+            f"unknown collection {text!r}: give a contract address (0x...) or a name from "
+            "a registry listed in NFT1000_REGISTRIES"
+        )
+    name, address = found
+    return CollectionTarget(name, address, ids)
