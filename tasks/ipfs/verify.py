@@ -7,10 +7,31 @@ are exactly the content the token points at, whichever gateway served them.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from tasks.errors import ItemError
 from tasks.ipfs import unixfs
 from tasks.ipfs.car import read_car
 from tasks.ipfs.cid import CID, SHA2_256
+
+# Decoded, already-verified nodes by multihash. Tokens of one collection share the
+# directory (often HAMT) nodes above their files, so this saves decoding and
+# hashing the same big nodes for every token. Only verified blocks enter it.
+_VERIFIED_NODES: OrderedDict[bytes, unixfs.Node] = OrderedDict()
+_CACHE_SIZE = 2048
+
+
+def _cached(cid: CID) -> unixfs.Node | None:
+    node = _VERIFIED_NODES.get(cid.multihash)
+    if node is not None:
+        _VERIFIED_NODES.move_to_end(cid.multihash)
+    return node
+
+
+def _remember(cid: CID, node: unixfs.Node) -> None:
+    _VERIFIED_NODES[cid.multihash] = node
+    if len(_VERIFIED_NODES) > _CACHE_SIZE:
+        _VERIFIED_NODES.popitem(last=False)
 
 
 def file_from_car(car: bytes, root: CID, path: str, max_bytes: int) -> tuple[CID, bytes]:
@@ -29,6 +50,9 @@ def file_from_car(car: bytes, root: CID, path: str, max_bytes: int) -> tuple[CID
         node = nodes.get(cid)
         if node is not None:
             return node
+        directory = _cached(cid)
+        if directory is not None and directory.cid.codec == cid.codec:
+            return directory
         block = unixfs.inline_block(cid)
         if block is None:
             block = by_hash.get(cid.multihash)
@@ -41,6 +65,8 @@ def file_from_car(car: bytes, root: CID, path: str, max_bytes: int) -> tuple[CID
                     )
                 raise ItemError("cid_mismatch", f"block does not hash to {cid}")
         node = nodes[cid] = unixfs.decode(cid, block)
+        if node.is_directory:
+            _remember(cid, node)
         return node
 
     try:
