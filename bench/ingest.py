@@ -1,0 +1,111 @@
+"""Benchmark the demo ingest on this machine; prints JSON.
+
+Starts a private local stack (free ports, temporary home), then ingests the demo
+collections through the same shard code the flow runs, on the stack's Dask
+cluster of two worker processes. The baseline, run in the same process on a
+subset, is the same code with batching and concurrency turned off
+(`rpc_batch_size=1`, `concurrency=1`): one eth_call per request and one
+download at a time, as a naive per-token script would do.
+
+    python -m bench.ingest [--moonbirds 10000] [--loot 1000] [--baseline-tokens 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from distributed import Client
+
+from infra import stack
+from tasks.registry import load_registry
+from tasks.settings import Settings, load_settings
+from tasks.shard import ShardResult, plan_shards, run_shard
+
+
+def _settings(env: dict[str, str], prefix: str, **changes: Any) -> Settings:
+    return load_settings(env).replace(s3_prefix=prefix, **changes)
+
+
+def _measure(client: Client | None, settings: Settings, specs: list[Any]) -> dict[str, Any]:
+    """Run shards (on Dask when a client is given) and sum their counters."""
+    started = time.monotonic()
+    if client is None:
+        results = [run_shard(s, settings) for s in specs]
+    else:
+        results = client.gather(client.map(run_shard, specs, settings=settings, pure=False))
+    seconds = time.monotonic() - started
+    tokens = sum(r.tokens for r in results)
+    return _summary(results, tokens, seconds)
+
+
+def _summary(results: list[ShardResult], tokens: int, seconds: float) -> dict[str, Any]:
+    ok = sum(r.ok for r in results)
+    return {
+        "tokens": tokens,
+        "ok": ok,
+        "seconds": round(seconds, 2),
+        "tokens_per_s": round(tokens / seconds, 1),
+        "http_requests_per_token": round(sum(r.http_requests for r in results) / tokens, 3),
+        "rpc_round_trips_per_token": round(sum(r.rpc_round_trips for r in results) / tokens, 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--moonbirds", type=int, default=10_000)
+    parser.add_argument("--loot", type=int, default=1_000)
+    parser.add_argument("--baseline-tokens", type=int, default=200)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="nft1000-bench-") as tmp:
+        cfg = stack.StackConfig.with_free_ports(
+            Path(tmp), moonbirds_count=args.moonbirds, loot_count=args.loot
+        )
+        t0 = time.monotonic()
+        env = stack.up(cfg, worker=False)
+        stack_seconds = time.monotonic() - t0
+        os.environ.update(env)  # S3 credentials for boto3 in this process
+        try:
+            registry = load_registry([cfg.registry_path])
+            moonbirds, loot = registry["moonbirds"][1], registry["loot"][1]
+            base = _settings(env, "bench-base/")
+            ids = {moonbirds: range(0, args.moonbirds), loot: range(1, args.loot + 1)}
+            specs = [
+                spec
+                for name, address in (("Moonbirds", moonbirds), ("Loot", loot))
+                for spec in plan_shards(name, address, ids[address], base.shard_size)
+            ]
+            with Client(cfg.dask_address) as client:
+                pipeline = _measure(client, _settings(env, "bench-pipeline/"), specs)
+            serial = _settings(env, "bench-serial/", rpc_batch_size=1, concurrency=1)
+            subset = plan_shards("Moonbirds", moonbirds, range(0, args.baseline_tokens), 1000)
+            baseline = _measure(None, serial, subset)
+        finally:
+            stack.down(cfg)
+
+    print(
+        json.dumps(
+            {
+                "benchmark": "ingest",
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "stack_up_seconds": round(stack_seconds, 1),
+                "pipeline": {"dask_workers": cfg.dask_workers, **pipeline},
+                "baseline": {"name": "serial (rpc_batch_size=1, concurrency=1)", **baseline},
+                "speedup_tokens_per_s": round(
+                    pipeline["tokens_per_s"] / baseline["tokens_per_s"], 1
+                ),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
