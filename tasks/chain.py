@@ -113,8 +113,12 @@ def _token_uri(reply: Mapping[str, Any] | None) -> str | ItemError:
         return decode_string(result)
     except StringTooLarge as e:
         return ItemError("too_large", f"tokenURI: {e}")
+    except UnicodeDecodeError as e:
+        return ItemError("bad_uri", f"tokenURI is not UTF-8: {e}")
     except ValueError as e:
-        return ItemError("rpc_error", f"tokenURI result is undecodable: {e}")
+        # The contract answered, with something that is not an ABI string: asking
+        # again gets the same answer.
+        return ItemError("rpc_error", f"tokenURI result is undecodable: {e}", retryable=False)
 
 
 def _optional_string(reply: Mapping[str, Any] | None) -> str | None:

@@ -63,9 +63,8 @@ def image_reference(metadata: dict[str, Any]) -> str | bytes:
             return value.strip()
     inline = metadata.get("image_data")
     if isinstance(inline, str) and inline.strip():
-        if inline.lstrip().startswith(("<svg", "<?xml")):
-            return inline.encode("utf-8")
-        return inline.strip()
+        data = inline.encode("utf-8")
+        return data if is_svg(data) else inline.strip()
     raise ItemError("no_image", "metadata has no image, image_url or image_data string")
 
 

@@ -67,7 +67,7 @@ def manifest_key(store: ObjectStore, spec: ShardSpec) -> str:
     return store.key("manifests", spec.contract, f"{spec.name}.parquet")
 
 
-def _parts_prefix(store: ObjectStore, spec: ShardSpec) -> str:
+def parts_prefix(store: ObjectStore, spec: ShardSpec) -> str:
     return store.key("manifests", spec.contract, "_parts", spec.name) + "/"
 
 
@@ -82,33 +82,15 @@ async def _run_shard(spec: ShardSpec, settings: Settings) -> ShardResult:
     with ThreadPoolExecutor(max_workers=settings.concurrency) as pool:
         blocking = _Offload(pool)
         previous = await blocking(load_rows, store, spec)
-        done = {int(r.token_id): r for r in previous.values() if r.done}
-        todo = [i for i in range(spec.first, spec.end) if i not in done]
-        result = ShardResult(spec.collection, spec.contract, skipped=len(done))
-        rows = dict(done)
+        rows = {int(r.token_id): r for r in previous.values() if r.done}
+        todo = [i for i in range(spec.first, spec.end) if i not in rows]
+        result = ShardResult(spec.collection, spec.contract, skipped=len(rows))
         if todo:
-            async with ChainReader(settings.rpc_url, settings.rpc_batch_size) as chain:
-                uris = await chain.token_uris(spec.contract, todo)
-            result.rpc_round_trips = chain.round_trips
-
-            async def put_blob(data: bytes, mime: str) -> StoredBlob:
-                return await blocking(store.put_blob, data, mime)
-
-            async with SafeFetcher(settings) as fetcher:
-                ctx = TokenContext(settings, fetcher, put_blob, spec.collection, spec.contract)
-                checkpoint = _Checkpoint(store, spec, settings.checkpoint_interval_s)
-                slots = asyncio.Semaphore(settings.concurrency)
-
-                async def one(token_id: int) -> None:
-                    async with slots:
-                        row = await ingest_token(ctx, token_id, uris[token_id])
-                    rows[token_id] = row
-                    await checkpoint.add(row, blocking)
-
-                await asyncio.gather(*(one(i) for i in todo))
-                await checkpoint.flush(blocking)
-            result.http_requests = fetcher.requests
-            result.new_bytes = ctx.bytes_new
+            rows.update(await _ingest_tokens(spec, settings, store, blocking, todo, result))
+        # A shard is finished by its manifest; a run killed after its last checkpoint
+        # (all rows in parts, no manifest yet) is finished here without fetching anything.
+        finish: bool = bool(todo) or await blocking(_unfinished, store, spec)
+        if finish:
             final = [rows[i] for i in sorted(rows)]
             await blocking(store.put, manifest_key(store, spec), to_parquet(final))
             await blocking(_drop_parts, store, spec)
@@ -117,13 +99,54 @@ async def _run_shard(spec: ShardSpec, settings: Settings) -> ShardResult:
     return result
 
 
+async def _ingest_tokens(
+    spec: ShardSpec,
+    settings: Settings,
+    store: ObjectStore,
+    blocking: _Offload,
+    todo: list[int],
+    result: ShardResult,
+) -> dict[int, ManifestRow]:
+    """Read the tokenURIs of `todo` in RPC batches, then ingest the tokens concurrently."""
+    async with ChainReader(settings.rpc_url, settings.rpc_batch_size) as chain:
+        uris = await chain.token_uris(spec.contract, todo)
+    result.rpc_round_trips = chain.round_trips
+
+    async def put_blob(data: bytes, mime: str) -> StoredBlob:
+        return await blocking(store.put_blob, data, mime)
+
+    rows: dict[int, ManifestRow] = {}
+    async with SafeFetcher(settings) as fetcher:
+        ctx = TokenContext(settings, fetcher, put_blob, spec.collection, spec.contract)
+        checkpoint = _Checkpoint(store, spec, settings.checkpoint_interval_s)
+        slots = asyncio.Semaphore(settings.concurrency)
+
+        async def one(token_id: int) -> None:
+            async with slots:
+                rows[token_id] = await ingest_token(ctx, token_id, uris[token_id])
+            await checkpoint.add(rows[token_id], blocking)
+
+        await asyncio.gather(*(one(i) for i in todo))
+        await checkpoint.flush(blocking)
+    result.http_requests = fetcher.requests
+    result.new_bytes = ctx.bytes_new
+    return rows
+
+
+def _unfinished(store: ObjectStore, spec: ShardSpec) -> bool:
+    """No manifest yet, or checkpoint parts left behind by a killed run."""
+    return store.get(manifest_key(store, spec)) is None or bool(
+        store.list_keys(parts_prefix(store, spec))
+    )
+
+
 def load_rows(store: ObjectStore, spec: ShardSpec) -> dict[str, ManifestRow]:
     """The shard's rows from an earlier run: its manifest, then newer checkpoint parts."""
     rows: dict[str, ManifestRow] = {}
     final = store.get(manifest_key(store, spec))
     if final is not None:
         rows.update((r.token_id, r) for r in from_parquet(final))
-    for key in sorted(store.list_keys(_parts_prefix(store, spec))):
+    for key in sorted(store.list_keys(parts_prefix(store, spec))):
         data = store.get(key)
         if data is not None:
             rows.update((r.token_id, r) for r in from_parquet(data))
@@ -131,7 +154,7 @@ def load_rows(store: ObjectStore, spec: ShardSpec) -> dict[str, ManifestRow]:
 
 
 def _drop_parts(store: ObjectStore, spec: ShardSpec) -> None:
-    store.delete(store.list_keys(_parts_prefix(store, spec)))
+    store.delete(store.list_keys(parts_prefix(store, spec)))
 
 
 def _tally(result: ShardResult, rows: Iterable[ManifestRow]) -> None:
@@ -178,5 +201,5 @@ class _Checkpoint:
                 return
             # Time-ordered names: later parts win when a resumed run reads them.
             name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-            key = _parts_prefix(self.store, self.spec) + name
+            key = parts_prefix(self.store, self.spec) + name
             await blocking(self.store.put, key, to_parquet(rows))

@@ -112,7 +112,11 @@ class ObjectStore:
     def delete(self, keys: Sequence[str]) -> None:
         for start in range(0, len(keys), 1000):
             chunk: Any = [{"Key": k} for k in keys[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+            response = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True}
+            )
+            if errors := response.get("Errors"):
+                raise RuntimeError(f"could not delete {len(errors)} objects, e.g. {errors[0]}")
 
     def _count_put(self) -> None:
         with self._lock:
