@@ -140,7 +140,7 @@ def stop(spec: ServiceSpec, timeout_s: float = 20.0) -> bool:
         os.killpg(pid, spec.stop_signal)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not alive(pid):
             return True
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
@@ -148,7 +148,8 @@ def stop(spec: ServiceSpec, timeout_s: float = 20.0) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """True while the process runs (a zombie awaiting its reaper counts as gone)."""
     try:
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,14 @@ import boto3
 import pytest
 from distributed import Client
 
+from infra import deployments
 from infra.demo_content import build_moonbirds
-from infra.process import port_open
+from infra.process import alive, port_open
 from infra.stack import StackConfig, down, port_fields, status, up
 from tasks.chain import ChainReader
 from tasks.settings import load_settings
+from tasks.store import ObjectStore
+from tasks.summary import summarize
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -68,41 +72,103 @@ def check_services(cfg: StackConfig, env: dict[str, str]) -> None:
     assert metadata["image"].startswith("ipfs://")
 
 
-@pytest.mark.services
-def test_stack_up_and_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="module")
+def running_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[StackConfig, dict[str, str]]]:
+    """One small stack for the module; the last test takes it down and checks that."""
     cfg = StackConfig.with_free_ports(
-        tmp_path / "home",
+        tmp_path_factory.mktemp("stack") / "home",
         moonbirds_count=20,
         loot_count=5,
         moonbirds_archive=DATA / "moonbirds.tar.gz",
         loot_archive=DATA / "loot.tar.gz",
     )
+    saved = dict(os.environ)
     try:
         env = up(cfg)
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        settings = load_settings(env)
-        assert settings.dask_address == env["NFT1000_DASK_ADDRESS"]
-        assert settings.registries == (cfg.home / "demo" / "registry.json",)
-        assert (cfg.home / "stack.env").read_text().splitlines() == [
-            f"{k}={v}" for k, v in env.items()
-        ]
-        pids = status(cfg)
-        assert None not in pids.values()
-        assert len(set(pids.values())) == len(pids)
-
-        check_services(cfg, env)
-
-        assert up(cfg) == env
-        assert status(cfg) == pids  # nothing new started
+        os.environ.update(env)
+        yield cfg, env
     finally:
-        stopped = down(cfg)
+        down(cfg)
+        os.environ.clear()
+        os.environ.update(saved)
 
+
+@pytest.mark.services
+def test_stack_up_is_complete_and_idempotent(
+    running_stack: tuple[StackConfig, dict[str, str]],
+) -> None:
+    cfg, env = running_stack
+    settings = load_settings(env)
+    assert settings.dask_address == env["NFT1000_DASK_ADDRESS"]
+    assert settings.registries == (cfg.home / "demo" / "registry.json",)
+    assert (cfg.home / "stack.env").read_text().splitlines() == [f"{k}={v}" for k, v in env.items()]
+    pids = status(cfg)
+    assert None not in pids.values()
+    assert len(set(pids.values())) == len(pids)
+
+    check_services(cfg, env)
+
+    assert up(cfg) == env
+    assert status(cfg) == pids  # nothing new started
+
+
+def summary_artifact(env: dict[str, str], flow_run_id: str) -> list[dict[str, Any]]:
+    api = env["PREFECT_API_URL"]
+    found = get_json(
+        f"{api}/artifacts/filter",
+        {
+            "artifacts": {
+                "key": {"any_": ["ingest-summary"]},
+                "flow_run_id": {"any_": [flow_run_id]},
+            }
+        },
+    )
+    assert len(found) == 1
+    rows: list[dict[str, Any]] = json.loads(found[0]["data"])
+    return rows
+
+
+@pytest.mark.services
+@pytest.mark.e2e
+def test_ingest_deployment_end_to_end(running_stack: tuple[StackConfig, dict[str, str]]) -> None:
+    """`prefect deployment run nft1000/ingest` through the real worker, Dask cluster and S3."""
+    _, env = running_stack
+    deployments.register(env)
+    first = deployments.run(env, "nft1000/ingest", {"shard_size": "8"})
+    assert first.completed and first.flow_run_id
+    rows = {r["collection"]: r for r in summary_artifact(env, first.flow_run_id)}
+    assert rows["Moonbirds"]["ok"] == 20 and rows["Loot"]["ok"] == 5
+    assert rows["Moonbirds"]["http_requests"] == 40  # metadata + image per token
+    assert rows["Loot"]["http_requests"] == 0  # data: URIs only
+
+    settings = load_settings(env)
+    summary = {r["collection"]: r for r in summarize(ObjectStore(settings))}
+    assert (summary["Moonbirds"]["tokens"], summary["Moonbirds"]["ok"]) == (20, 20)
+    assert (summary["Loot"]["tokens"], summary["Loot"]["ok"]) == (5, 5)
+    store = ObjectStore(settings)
+    moonbirds = rows["Moonbirds"]["contract"]
+    assert len(store.list_keys(f"manifests/{moonbirds}/")) == 3  # shards of 8, 8, 4
+    blobs_before = store.list_keys("blobs/")
+
+    again = deployments.run(env, "nft1000/ingest", {"shard_size": "8"})
+    assert again.completed and again.flow_run_id
+    for row in summary_artifact(env, again.flow_run_id):
+        assert row["http_requests"] == 0 and row["rpc_round_trips"] == 0
+        assert row["already_done"] == row["tokens"]
+    assert store.list_keys("blobs/") == blobs_before
+
+
+@pytest.mark.services
+def test_stack_down_stops_everything(running_stack: tuple[StackConfig, dict[str, str]]) -> None:
+    cfg, _ = running_stack
+    pids = status(cfg)
+    stopped = down(cfg)
     assert sorted(stopped) == sorted(pids)
     assert set(status(cfg).values()) == {None}
     for pid in pids.values():
         assert pid is not None
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+        assert not alive(pid)
     for name in port_fields():
         assert not port_open(getattr(cfg, name)), name

@@ -1,0 +1,99 @@
+"""What the session's services fixture yields, and names shared by the service tests."""
+
+from __future__ import annotations
+
+import io
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from infra import stack
+from infra.demo_chain import _deploy, _rpc, _send
+from infra.demo_content import MoonbirdsContent
+from tasks.chain import encode_call
+from tasks.ipfs.car import write_car
+from tasks.ipfs.importer import add_directory
+from tasks.settings import Settings
+
+DATA = Path(__file__).resolve().parents[2] / "shared/data"
+MOONBIRDS_ARCHIVE = DATA / "moonbirds.tar.gz"
+LOOT_ARCHIVE = DATA / "loot.tar.gz"
+MOONBIRDS = 300
+LOOT = 50
+AWS_KEY = stack.AWS_KEY  # weed takes these from its environment as its admin identity
+
+
+@dataclass(frozen=True)
+class Services:
+    """The running stack: base settings (no prefix) and what was deployed."""
+
+    settings: Settings
+    home: Path
+    rpc_url: str
+    gateway: str  # http://127.0.0.1:PORT of the demo gateway
+    artifacts: dict[str, Any]
+    moonbirds: MoonbirdsContent
+    moonbirds_address: str  # lowercase, ids 0..MOONBIRDS-1
+    loot_address: str  # lowercase, ids 1..LOOT
+    loot_uris: list[str]
+    quirks_ipfs_cid: str  # a folder of oddly named files, served by the gateway
+    quirks_ipfs_files: dict[str, bytes]
+
+    def deploy_on_chain(self, name: str, uris: Sequence[str | bytes], first_id: int = 1) -> str:
+        """Deploy a DemoOnChain collection whose token first_id + i has uris[i]; its address.
+
+        A bytes URI is stored as is, valid UTF-8 or not (string and bytes share one ABI
+        encoding, and Solidity does not check a string's encoding).
+        """
+        sender = str(_rpc(self.rpc_url, "eth_accounts", [])[0])
+        address = _deploy(
+            self.rpc_url, sender, self.artifacts["DemoOnChain"], ["string", "string"], [name, name]
+        )
+        raw = [u if isinstance(u, bytes) else u.encode() for u in uris]
+        data = encode_call(
+            "mintWithURIs(address,uint256,string[])",
+            ["address", "uint256", "bytes[]"],
+            [sender, first_id, raw],
+        )
+        _send(self.rpc_url, sender, data, to=address)
+        return address.lower()
+
+
+def prefix_for(request: pytest.FixtureRequest) -> str:
+    """An S3 prefix of its own for the requesting test."""
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "-", request.node.nodeid.split("/")[-1]).strip("-")
+    return f"{name}/"
+
+
+def noise_png(width: int, height: int, seed: int) -> bytes:
+    """An incompressible PNG: about 3 * width * height bytes."""
+    pixels = random.Random(seed).randbytes(3 * width * height)
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (width, height), pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+QUIRKS_IMAGE_CAP = 400_000  # max_image_bytes of the quirks shard
+
+
+def build_quirks_ipfs(car_dir: Path) -> tuple[str, dict[str, bytes]]:
+    """An IPFS folder of images whose names need escaping, one multi-block file and one
+    over the quirks image cap; written as a CAR for the gateway. Its CID and files."""
+    files = {
+        "my art.png": noise_png(4, 4, 1),
+        "ünïcödé.png": noise_png(5, 5, 2),
+        "what?#.png": noise_png(6, 6, 3),
+        "100%.png": noise_png(7, 7, 4),
+        "big.png": noise_png(320, 320, 5),  # over one 256 KiB chunk
+        "huge.png": noise_png(400, 400, 6),  # over QUIRKS_IMAGE_CAP
+    }
+    assert 256 * 1024 < len(files["big.png"]) < QUIRKS_IMAGE_CAP < len(files["huge.png"])
+    cid, blocks = add_directory(files)
+    (car_dir / "quirks.car").write_bytes(write_car([cid], blocks.items()))
+    return str(cid), files

@@ -1,0 +1,159 @@
+"""A shard killed mid-run resumes from its checkpoints: nothing checkpointed is fetched
+again, nothing is stored twice, and the final manifest holds each token once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _servers import GatewayProxy
+from _stack import MOONBIRDS, Services
+
+from tasks.manifest import from_parquet, to_parquet
+from tasks.settings import Settings, load_settings
+from tasks.shard import ShardSpec, load_rows, manifest_key, parts_prefix, run_shard
+from tasks.store import ObjectStore
+
+pytestmark = pytest.mark.services
+
+ROOT = Path(__file__).resolve().parents[1]
+CHILD = """
+import sys
+from tasks.settings import load_settings
+from tasks.shard import ShardSpec, run_shard
+run_shard(ShardSpec("Moonbirds", sys.argv[1], 0, int(sys.argv[2])), load_settings())
+"""
+KILL_AFTER_PARTS = 4
+WAIT_S = 60.0
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """NFT1000_* variables that load_settings turns back into exactly these settings."""
+    env: dict[str, str] = {}
+    for fld in dataclasses.fields(Settings):
+        value = getattr(settings, fld.name)
+        if isinstance(value, tuple):
+            text = ",".join(str(v) for v in value)
+        elif value is None:
+            text = ""
+        else:
+            text = str(value)
+        env[f"NFT1000_{fld.name.upper()}"] = text
+    return env
+
+
+def blob_sizes(store: ObjectStore) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    pages = store.client.get_paginator("list_objects_v2").paginate(
+        Bucket=store.bucket, Prefix=store.key("blobs") + "/"
+    )
+    for page in pages:
+        for obj in page.get("Contents", []):
+            sizes[obj["Key"]] = obj["Size"]
+    return sizes
+
+
+def test_killed_run_resumes_from_checkpoints(services: Services, settings: Settings) -> None:
+    store = ObjectStore(settings)
+    spec = ShardSpec("Moonbirds", services.moonbirds_address, 0, MOONBIRDS)
+    parts = parts_prefix(store, spec)
+    # The killed run goes through a slow gateway, two downloads at a time, checkpointing
+    # every 0.3 s: it is killed after its fourth checkpoint, far from done.
+    slow = GatewayProxy(services.gateway, delay_s=0.02).start()
+    child_settings = settings.replace(
+        ipfs_gateways=(slow.url,),
+        allow_hosts=(slow.host_port,),
+        concurrency=2,
+        per_host_concurrency=2,
+        checkpoint_interval_s=0.3,
+    )
+    env = settings_env(child_settings)
+    assert load_settings(env) == child_settings
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NFT1000_")}
+    log = settings.home / f"{spec.name}-killed.log"
+    try:
+        with open(log, "wb") as out:
+            child = subprocess.Popen(
+                [sys.executable, "-c", CHILD, spec.contract, str(MOONBIRDS)],
+                cwd=ROOT,
+                env={**environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while len(store.list_keys(parts)) < KILL_AFTER_PARTS:
+                assert child.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "no checkpoint in time"
+                time.sleep(0.05)
+            os.kill(child.pid, signal.SIGKILL)
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait(10)
+        assert child.returncode == -signal.SIGKILL
+    finally:
+        slow.stop()
+    time.sleep(0.3)  # let S3 finish any upload that was in flight at the kill
+
+    assert store.get(manifest_key(store, spec)) is None, "killed too late: shard finished"
+    checkpointed = {int(r.token_id): r for r in load_rows(store, spec).values()}
+    assert 0 < len(checkpointed) < MOONBIRDS
+    assert all(r.status == "ok" for r in checkpointed.values())
+    blobs_at_kill = blob_sizes(store)
+
+    result = run_shard(spec, settings)
+
+    missing = MOONBIRDS - len(checkpointed)
+    assert result.skipped == len(checkpointed)
+    assert result.http_requests == 2 * missing  # metadata and image, for unfinished ones only
+    assert result.rpc_round_trips == 1
+    assert (result.tokens, result.ok, sum(result.failed.values())) == (MOONBIRDS, MOONBIRDS, 0)
+
+    final = store.get(manifest_key(store, spec))
+    assert final is not None
+    rows = from_parquet(final)
+    assert sorted(int(r.token_id) for r in rows) == list(range(MOONBIRDS))
+    assert all(r.status == "ok" for r in rows)
+    for row in rows:
+        if int(row.token_id) in checkpointed:
+            assert row == checkpointed[int(row.token_id)]  # kept, not fetched again
+    assert store.list_keys(parts) == []
+
+    blobs = blob_sizes(store)
+    named = {k for r in rows for k in (r.metadata_key, r.image_key) if k}
+    assert set(blobs) == named
+    assert len(named) == len({d for r in rows for d in (r.metadata_sha256, r.sha256) if d})
+    # Conditional puts: the resumed run created exactly the blobs missing after the kill.
+    assert set(blobs_at_kill) <= set(blobs)
+    assert result.new_bytes == sum(size for k, size in blobs.items() if k not in blobs_at_kill)
+
+
+def test_resume_when_every_token_was_checkpointed(services: Services, settings: Settings) -> None:
+    """Killed between the last checkpoint and the manifest: the rerun must still write it."""
+    store = ObjectStore(settings)
+    spec = ShardSpec("Loot", services.loot_address, 1, 11)
+    first = run_shard(spec, settings)
+    assert first.ok == 10
+    key = manifest_key(store, spec)
+    data = store.get(key)
+    assert data is not None
+    # The state such a kill leaves: every row in checkpoint parts, no manifest.
+    rows = from_parquet(data)
+    store.put(parts_prefix(store, spec) + "00000000000000000001-aaaaaaaa.parquet", to_parquet(rows))
+    store.delete([key])
+    assert store.get(key) is None
+
+    again = run_shard(spec, settings)
+    assert (again.skipped, again.ok, again.http_requests) == (10, 10, 0)
+    final = store.get(key)
+    assert final is not None, "no manifest after the resumed run"
+    assert from_parquet(final) == rows
+    assert store.list_keys(parts_prefix(store, spec)) == []
