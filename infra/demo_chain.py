@@ -89,7 +89,8 @@ def compile_contracts(out: Path) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(out.read_text()))
 
 
-def _rpc(rpc_url: str, method: str, params: list[Any]) -> Any:
+def rpc(rpc_url: str, method: str, params: list[Any]) -> Any:
+    """One plain JSON-RPC call to the demo node (deployment only; reads use tasks.chain)."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
     req = urllib.request.Request(
         rpc_url, data=body, headers={"Content-Type": "application/json"}, method="POST"
@@ -101,14 +102,14 @@ def _rpc(rpc_url: str, method: str, params: list[Any]) -> Any:
     return reply["result"]
 
 
-def _send(rpc_url: str, sender: str, data: str, to: str | None = None) -> dict[str, Any]:
+def send_transaction(rpc_url: str, sender: str, data: str, to: str | None = None) -> dict[str, Any]:
     """Send a transaction, which anvil mines at once; its receipt, checked for success."""
     tx = {"from": sender, "data": data, "gas": hex(TX_GAS)}
     if to is not None:
         tx["to"] = to
-    tx_hash = _rpc(rpc_url, "eth_sendTransaction", [tx])
+    tx_hash = rpc(rpc_url, "eth_sendTransaction", [tx])
     deadline = time.monotonic() + RECEIPT_TIMEOUT_S
-    while (receipt := _rpc(rpc_url, "eth_getTransactionReceipt", [tx_hash])) is None:
+    while (receipt := rpc(rpc_url, "eth_getTransactionReceipt", [tx_hash])) is None:
         if time.monotonic() > deadline:
             raise DeployError(f"transaction {tx_hash} not mined in {RECEIPT_TIMEOUT_S}s")
         time.sleep(0.01)
@@ -117,11 +118,12 @@ def _send(rpc_url: str, sender: str, data: str, to: str | None = None) -> dict[s
     return cast(dict[str, Any], receipt)
 
 
-def _deploy(
+def deploy_contract(
     rpc_url: str, sender: str, artifact: dict[str, Any], types: list[str], args: list[Any]
 ) -> str:
+    """Deploy a compiled contract with ABI-encoded constructor arguments; its address."""
     data = artifact["bytecode"] + encode(types, args).hex()
-    return str(_send(rpc_url, sender, data)["contractAddress"])
+    return str(send_transaction(rpc_url, sender, data)["contractAddress"])
 
 
 def _loot_batches(uris: Sequence[str]) -> list[Sequence[str]]:
@@ -147,8 +149,8 @@ def deploy_demo(
     loot_token_uris: Sequence[str],
 ) -> dict[str, str]:
     """Deploy and fill the demo collections; their addresses by collection name."""
-    sender = str(_rpc(rpc_url, "eth_accounts", [])[0])
-    moonbirds = _deploy(
+    sender = str(rpc(rpc_url, "eth_accounts", [])[0])
+    moonbirds = deploy_contract(
         rpc_url,
         sender,
         artifacts["DemoPFP"],
@@ -158,8 +160,8 @@ def deploy_demo(
     for start in range(0, moonbirds_count, MOONBIRDS_PER_TX):
         count = min(MOONBIRDS_PER_TX, moonbirds_count - start)
         data = encode_call("mintBatch(address,uint256)", ["address", "uint256"], [sender, count])
-        _send(rpc_url, sender, data, to=moonbirds)
-    loot = _deploy(
+        send_transaction(rpc_url, sender, data, to=moonbirds)
+    loot = deploy_contract(
         rpc_url, sender, artifacts["DemoOnChain"], ["string", "string"], ["Loot", "LOOT"]
     )
     first_id = 1
@@ -169,7 +171,7 @@ def deploy_demo(
             ["address", "uint256", "string[]"],
             [sender, first_id, list(batch)],
         )
-        _send(rpc_url, sender, data, to=loot)
+        send_transaction(rpc_url, sender, data, to=loot)
         first_id += len(batch)
     return {"Moonbirds": moonbirds, "Loot": loot}
 

@@ -200,7 +200,7 @@ def _bucket_ready(cfg: StackConfig) -> Callable[[], bool]:
     return check
 
 
-def _s3_spec(cfg: StackConfig) -> ServiceSpec:
+def s3_spec(cfg: StackConfig) -> ServiceSpec:
     flags = {
         "ip": HOST,
         "ip.bind": HOST,
@@ -311,7 +311,7 @@ def _dask_worker_spec(cfg: StackConfig, name: str) -> ServiceSpec:
     )
 
 
-def _gateway_spec(cfg: StackConfig) -> ServiceSpec:
+def gateway_spec(cfg: StackConfig) -> ServiceSpec:
     return ServiceSpec(
         name="gateway",
         argv=[
@@ -380,12 +380,12 @@ def _prefect_worker_spec(cfg: StackConfig) -> ServiceSpec:
 def _specs(cfg: StackConfig) -> list[ServiceSpec]:
     """Every service in dependency order."""
     return [
-        _s3_spec(cfg),
+        s3_spec(cfg),
         _prefect_server_spec(cfg),
         _dask_scheduler_spec(cfg),
         *(_dask_worker_spec(cfg, name) for name in _dask_names(cfg)),
         anvil_spec(cfg.services_dir, cfg.anvil_port),
-        _gateway_spec(cfg),
+        gateway_spec(cfg),
         _prefect_worker_spec(cfg),
     ]
 
@@ -423,7 +423,7 @@ def _ensure_work_pool(cfg: StackConfig) -> None:
 
 def _storage(cfg: StackConfig) -> None:
     (cfg.home / "s3").mkdir(parents=True, exist_ok=True)  # weed does not create it
-    _start(_s3_spec(cfg))
+    _start(s3_spec(cfg))
 
 
 def _orchestration(cfg: StackConfig) -> None:
@@ -452,7 +452,7 @@ def _demo(cfg: StackConfig) -> None:
         supplies = {"Moonbirds": content.count, "Loot": len(uris)}
         _write_registry(cfg.registry_path, addresses, supplies)
         log.info("demo contracts deployed in %.1fs: %s", time.monotonic() - t0, addresses)
-    _start(_gateway_spec(cfg))
+    _start(gateway_spec(cfg))
 
 
 def _write_registry(path: Path, addresses: dict[str, str], supplies: dict[str, int]) -> None:

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from infra import stack
-from infra.demo_chain import _deploy, _rpc, _send
+from infra.demo_chain import deploy_contract, rpc, send_transaction
 from infra.demo_content import MoonbirdsContent
 from tasks.chain import encode_call
 from tasks.ipfs.car import write_car
@@ -51,8 +51,8 @@ class Services:
         A bytes URI is stored as is, valid UTF-8 or not (string and bytes share one ABI
         encoding, and Solidity does not check a string's encoding).
         """
-        sender = str(_rpc(self.rpc_url, "eth_accounts", [])[0])
-        address = _deploy(
+        sender = str(rpc(self.rpc_url, "eth_accounts", [])[0])
+        address = deploy_contract(
             self.rpc_url, sender, self.artifacts["DemoOnChain"], ["string", "string"], [name, name]
         )
         raw = [u if isinstance(u, bytes) else u.encode() for u in uris]
@@ -61,7 +61,7 @@ class Services:
             ["address", "uint256", "bytes[]"],
             [sender, first_id, raw],
         )
-        _send(self.rpc_url, sender, data, to=address)
+        send_transaction(self.rpc_url, sender, data, to=address)
         return address.lower()
 
 

@@ -70,8 +70,8 @@ def services(
     mp.delenv("AWS_PROFILE", raising=False)
     mp.delenv("AWS_SESSION_TOKEN", raising=False)
 
-    s3 = stack._s3_spec(cfg)
-    gateway = stack._gateway_spec(cfg)
+    s3 = stack.s3_spec(cfg)
+    gateway = stack.gateway_spec(cfg)
     anvil = anvil_spec(cfg.services_dir, cfg.anvil_port)
     started: list[ServiceSpec] = []
     (home / "s3").mkdir(exist_ok=True)  # weed does not create its data folder
