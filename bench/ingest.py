@@ -41,19 +41,16 @@ def _measure(client: Client | None, settings: Settings, specs: list[Any]) -> dic
     else:
         results = client.gather(client.map(run_shard, specs, settings=settings, pure=False))
     seconds = time.monotonic() - started
-    tokens = sum(r.tokens for r in results)
-    return _summary(results, tokens, seconds)
-
-
-def _summary(results: list[ShardResult], tokens: int, seconds: float) -> dict[str, Any]:
-    ok = sum(r.ok for r in results)
+    total = ShardResult("all", "-")
+    for r in results:
+        total.merge(r)
     return {
-        "tokens": tokens,
-        "ok": ok,
+        "tokens": total.tokens,
+        "ok": total.ok,
         "seconds": round(seconds, 2),
-        "tokens_per_s": round(tokens / seconds, 1),
-        "http_requests_per_token": round(sum(r.http_requests for r in results) / tokens, 3),
-        "rpc_round_trips_per_token": round(sum(r.rpc_round_trips for r in results) / tokens, 4),
+        "tokens_per_s": round(total.tokens / seconds, 1),
+        "http_requests_per_token": round(total.http_requests / total.tokens, 3),
+        "rpc_round_trips_per_token": round(total.rpc_round_trips / total.tokens, 4),
     }
 
 

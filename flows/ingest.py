@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
@@ -112,42 +111,45 @@ def ingest(
         )
         shard_futures += [ingest_shard.submit(s, settings) for s in plan.shards]
 
+    broken: list[str] = []
     for done in as_completed(shard_futures):
-        result = done.result()
+        try:
+            result = done.result()
+        except Exception as e:  # a shard whose infrastructure failed after its retries
+            broken.append(f"{done.task_run_id}: {e}")
+            continue
         total = totals[result.contract]
         total.add(result, time.monotonic() - started)
         update_progress_artifact(
             progress[result.contract], 100.0 * total.shards_done / total.shards
         )
 
-    rows = [t.row() for t in totals.values()]
+    overall = _Totals("all collections", "-", sum(t.shards for t in totals.values()))
+    for t in totals.values():
+        overall.add(t.result, time.monotonic() - started)
+    rows = [t.row() for t in (*totals.values(), overall)]
     create_table_artifact(rows, key="ingest-summary", description="nft1000/ingest summary")
     for row in rows:
         logger.info("%s", row)
+    if broken:
+        # Tokens of finished shards are stored; a rerun resumes the broken ones.
+        raise RuntimeError(f"{len(broken)} shard(s) failed: " + "; ".join(broken)[:2000])
     return rows
 
 
 class _Totals:
-    """Running sums of one collection's shard results."""
+    """A collection's shard results summed, and the seconds from flow start to its last."""
 
     def __init__(self, name: str, contract: str, shards: int) -> None:
         self.name, self.contract, self.shards = name, contract, shards
         self.shards_done = 0
         self.result = ShardResult(name, contract)
-        self.elapsed = 0.0
+        self.seconds = 0.0
 
     def add(self, r: ShardResult, elapsed: float) -> None:
         self.shards_done += 1
-        self.elapsed = elapsed
-        t = self.result
-        t.tokens += r.tokens
-        t.ok += r.ok
-        t.failed.update(r.failed)
-        t.skipped += r.skipped
-        t.bytes += r.bytes
-        t.new_bytes += r.new_bytes
-        t.http_requests += r.http_requests
-        t.rpc_round_trips += r.rpc_round_trips
+        self.seconds = elapsed
+        self.result.merge(r)
 
     def row(self) -> dict[str, object]:
         t = self.result
@@ -158,18 +160,16 @@ class _Totals:
             "tokens": t.tokens,
             "ok": t.ok,
             "failed": sum(t.failed.values()),
-            "failed_by_reason": _reasons(t.failed),
+            "failed_by_reason": ", ".join(f"{k}: {n}" for k, n in sorted(t.failed.items())) or "-",
             "already_done": t.skipped,
             "bytes": t.bytes,
             "new_bytes": t.new_bytes,
             "http_requests": t.http_requests,
             "rpc_round_trips": t.rpc_round_trips,
-            "tokens_per_s": round(fetched / self.elapsed, 1) if self.elapsed else 0.0,
+            "seconds": round(self.seconds, 1),
+            # Tokens fetched this run per second since the flow started.
+            "tokens_per_s": round(fetched / self.seconds, 1) if self.seconds else 0.0,
         }
-
-
-def _reasons(failed: Counter[str]) -> str:
-    return ", ".join(f"{k}: {n}" for k, n in sorted(failed.items())) or "-"
 
 
 def _artifact_key(*parts: str) -> str:

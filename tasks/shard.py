@@ -54,6 +54,18 @@ class ShardResult:
     rpc_round_trips: int = 0
     seconds: float = 0.0
 
+    def merge(self, other: ShardResult) -> None:
+        """Add another result's counts to this one (collection and run totals)."""
+        self.tokens += other.tokens
+        self.ok += other.ok
+        self.failed.update(other.failed)
+        self.skipped += other.skipped
+        self.bytes += other.bytes
+        self.new_bytes += other.new_bytes
+        self.http_requests += other.http_requests
+        self.rpc_round_trips += other.rpc_round_trips
+        self.seconds += other.seconds
+
 
 def plan_shards(collection: str, contract: str, ids: range, shard_size: int) -> list[ShardSpec]:
     """Split a token id range into consecutive shards."""

@@ -142,6 +142,8 @@ def test_ingest_deployment_end_to_end(running_stack: tuple[StackConfig, dict[str
     assert rows["Moonbirds"]["ok"] == 20 and rows["Loot"]["ok"] == 5
     assert rows["Moonbirds"]["http_requests"] == 40  # metadata + image per token
     assert rows["Loot"]["http_requests"] == 0  # data: URIs only
+    assert rows["all collections"]["tokens"] == 25
+    assert rows["all collections"]["failed_by_reason"] == "-"
 
     settings = load_settings(env)
     summary = {r["collection"]: r for r in summarize(ObjectStore(settings))}
