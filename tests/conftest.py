@@ -57,9 +57,6 @@ def origin() -> Iterator[Origin]:
 def services(
     tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, origin: Origin
 ) -> Iterator[Services]:
-    for archive in (MOONBIRDS_ARCHIVE, LOOT_ARCHIVE):
-        if not archive.exists():
-            pytest.skip(f"{archive} is not present")
     cache = _cache_dir(pytestconfig, tmp_path_factory)
     home = tmp_path_factory.mktemp("stack")
     cfg = stack.StackConfig.with_free_ports(home, bucket="nft1000-tests")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 import tarfile
 import urllib.error
 import urllib.request
@@ -17,7 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from infra.demo_content import MoonbirdsContent, build_moonbirds
 from infra.gateway import CAR_TYPE, RAW_TYPE, make_app
-from infra.process import ServiceSpec, free_port, running
+from infra.process import free_port, running
+from infra.stack import StackConfig, gateway_spec
 from tasks.ipfs.car import read_car
 from tasks.ipfs.cid import CID
 from tasks.ipfs.importer import add_directory
@@ -65,29 +65,10 @@ def archived(name: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    if not ARCHIVE.exists():
-        pytest.skip(f"{ARCHIVE} is not present")
-    car_dir = tmp_path_factory.mktemp("cars")
-    content = build_moonbirds(ARCHIVE, car_dir, limit=TOKENS)
-    port = free_port()
-    spec = ServiceSpec(
-        name="gateway",
-        argv=[
-            sys.executable,
-            "-m",
-            "infra.gateway",
-            "--car-dir",
-            str(car_dir),
-            "--port",
-            str(port),
-        ],
-        state_dir=tmp_path_factory.mktemp("state"),
-        cwd=REPO,
-        ready_url=f"http://127.0.0.1:{port}/health",
-        timeout_s=30,
-    )
-    with running(spec):  # stopped by its PID when the module is done
-        yield Gateway(f"http://127.0.0.1:{port}", content)
+    cfg = StackConfig(home=tmp_path_factory.mktemp("home"), gateway_port=free_port())
+    content = build_moonbirds(ARCHIVE, cfg.home / "ipfs", limit=TOKENS)
+    with running(gateway_spec(cfg)):  # the demo's own command line; stopped by its PID
+        yield Gateway(f"http://127.0.0.1:{cfg.gateway_port}", content)
 
 
 def test_demo_content_is_reused_when_unchanged(gateway: Gateway) -> None:
