@@ -3,14 +3,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint stop bench
+.PHONY: install demo test stop bench
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml infra/chain/package.json infra/chain/package-lock.json
+# constraints.txt pins every Python package (regenerate: pip freeze --exclude-editable).
+$(STAMP): pyproject.toml constraints.txt infra/chain/package.json infra/chain/package-lock.json
 	python3 -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	cd infra/chain && npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
