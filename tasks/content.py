@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -31,10 +30,9 @@ _MIME_BY_FORMAT = {
 }
 # Keys that hold the image in the metadata standards collections follow.
 _IMAGE_KEYS = ("image", "image_url", "imageUrl", "image_uri")
-_SVG_START = re.compile(
-    rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]{0,200}\?>\s*)?(?:<!--.{0,2000}?-->\s*|<!DOCTYPE[^>]{0,500}>\s*)*<svg[\s>]",
-    re.DOTALL | re.IGNORECASE,
-)
+# What may precede an SVG's root element: (start, end) markers of each prolog item.
+_PROLOG = ((b"<?xml", b"?>"), (b"<!--", b"-->"))
+_SVG_HEAD_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,8 @@ def image_reference(metadata: dict[str, Any]) -> str | bytes:
     for key in _IMAGE_KEYS:
         value = metadata.get(key)
         if isinstance(value, str) and value.strip():
-            return value.strip()
+            # Some collections put SVG markup itself where a URI belongs.
+            return value.encode("utf-8") if is_svg(value.encode("utf-8")[:4096]) else value.strip()
     inline = metadata.get("image_data")
     if isinstance(inline, str) and inline.strip():
         data = inline.encode("utf-8")
@@ -69,8 +68,41 @@ def image_reference(metadata: dict[str, Any]) -> str | bytes:
 
 
 def is_svg(data: bytes) -> bool:
-    """True when the bytes start like an SVG document (only the head is examined)."""
-    return _SVG_START.match(data[:4096]) is not None
+    """True when the root element is <svg>, after an optional XML prolog.
+
+    A linear scan of the head only: nothing is parsed, so entity tricks never run.
+    """
+    head = data[:_SVG_HEAD_BYTES].removeprefix(b"\xef\xbb\xbf")
+    pos = _skip_space(head, 0)
+    while pos < len(head):
+        end = _prolog_item_end(head, pos)
+        if end is None:
+            break
+        pos = _skip_space(head, end)
+    tag = head[pos : pos + 5].lower()
+    return tag[:4] == b"<svg" and tag[4:5] in (b" ", b"\t", b"\r", b"\n", b"/", b">")
+
+
+def _prolog_item_end(head: bytes, pos: int) -> int | None:
+    """Where an XML declaration, comment or DOCTYPE starting at pos ends; None if none does."""
+    for start, end in _PROLOG:
+        if head.startswith(start, pos):
+            found = head.find(end, pos + len(start))
+            return None if found < 0 else found + len(end)
+    if head[pos : pos + 9].upper() == b"<!DOCTYPE":
+        close = head.find(b">", pos)
+        bracket = head.find(b"[", pos)
+        if 0 <= bracket < close:  # an internal subset: [ ... ] then >
+            subset_end = head.find(b"]", bracket)
+            close = -1 if subset_end < 0 else head.find(b">", subset_end)
+        return None if close < 0 else close + 1
+    return None
+
+
+def _skip_space(head: bytes, pos: int) -> int:
+    while pos < len(head) and head[pos : pos + 1].isspace():
+        pos += 1
+    return pos
 
 
 def inspect_image(data: bytes) -> ImageInfo:

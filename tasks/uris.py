@@ -74,9 +74,14 @@ def resolve_uri(
         raise ItemError("bad_uri", "empty URI")
     scheme_match = _SCHEME.match(text)
     scheme = scheme_match.group(1).lower() if scheme_match else ""
+    cap = settings.max_metadata_bytes if max_data_bytes is None else max_data_bytes
     if scheme == "data":
-        cap = settings.max_metadata_bytes if max_data_bytes is None else max_data_bytes
         return _parse_data(text[5:], cap)
+    if text.startswith("{"):
+        # Some contracts return the metadata JSON itself instead of a URI to it.
+        data = text.encode("utf-8", "surrogatepass")
+        _check_size(len(data), cap)
+        return DataLocation(data=data, mime="application/json")
     if len(text) > MAX_URI_CHARS:
         raise ItemError("bad_uri", f"URI too long ({len(text)} chars): {_snip(text)}")
     if _CONTROL.search(text):
