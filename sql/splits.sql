@@ -1,0 +1,36 @@
+-- Every token with its collection's split, and whether it is in the seeded mini subset
+-- (at most $per_collection tokens per collection). Needs `tokens(collection, token_id)`
+-- and `collection_splits(collection, split)`. token_id is the decimal id as text, so ids
+-- beyond 64 bits hash and compare exactly. Ranking by sha256(seed, collection, token_id)
+-- is a random draw that the same seed repeats on any machine and DuckDB version.
+CREATE OR REPLACE TABLE splits AS
+WITH
+    one_split AS (
+        SELECT
+            collection,
+            CASE
+                WHEN count(DISTINCT split) > 1
+                    THEN error('collection ' || collection || ' has more than one split')
+                ELSE any_value(split)
+            END AS split
+        FROM collection_splits
+        GROUP BY collection
+    ),
+    ranked AS (
+        SELECT
+            t.collection,
+            t.token_id,
+            CASE
+                WHEN s.split IS NULL
+                    THEN error('collection ' || t.collection || ' is not in collection_splits')
+                ELSE s.split
+            END AS split,
+            row_number() OVER (
+                PARTITION BY t.collection
+                ORDER BY sha256(concat_ws('/', $seed, t.collection, t.token_id)), t.token_id
+            ) AS draw
+        FROM (SELECT DISTINCT collection, token_id FROM tokens) AS t
+        LEFT JOIN one_split AS s USING (collection)
+    )
+SELECT collection, token_id, split, draw <= $per_collection AS in_mini
+FROM ranked;
