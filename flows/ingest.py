@@ -64,7 +64,9 @@ def plan_collection(target: CollectionTarget, settings: Settings) -> CollectionP
 
     facts, ids = asyncio.run(read())
     name = target.name if target.name != target.address else facts.name or target.address
-    shards = plan_shards(name, target.address, ids, settings.shard_size)
+    shards = plan_shards(
+        name, target.address, ids, settings.shard_size, settings.max_tokens_per_collection
+    )
     return CollectionPlan(target, facts, shards)
 
 

@@ -46,6 +46,10 @@ class Settings:
     # Dask scheduler address; None starts a local cluster inside the flow run.
     dask_address: str | None = None
 
+    # A contract reports its own totalSupply (up to 2**256-1); past this many tokens
+    # a collection needs an explicit id range instead of planning billions of shards.
+    max_tokens_per_collection: int = 1_000_000
+
     # Work split: tokens per Dask task, downloads in flight per shard and per host.
     shard_size: int = 1000
     concurrency: int = 32

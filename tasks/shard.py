@@ -67,8 +67,17 @@ class ShardResult:
         self.seconds += other.seconds
 
 
-def plan_shards(collection: str, contract: str, ids: range, shard_size: int) -> list[ShardSpec]:
-    """Split a token id range into consecutive shards."""
+def plan_shards(
+    collection: str, contract: str, ids: range, shard_size: int, max_tokens: int | None = None
+) -> list[ShardSpec]:
+    """Split a token id range into consecutive shards; refuse ranges over max_tokens."""
+    count = max(0, ids.stop - ids.start)  # len() overflows past 2**63
+    if max_tokens is not None and count > max_tokens:
+        raise ValueError(
+            f"{collection}: {count} token ids ({ids.start}..{ids.stop - 1}) exceed "
+            f"max_tokens_per_collection={max_tokens}; name an explicit range, e.g. "
+            f"'{contract}:{ids.start}-{ids.start + 9999}'"
+        )
     return [
         ShardSpec(collection, contract, start, min(start + shard_size, ids.stop))
         for start in range(ids.start, ids.stop, shard_size)
