@@ -1,0 +1,314 @@
+"""Turn a token's metadata into clean, ordered traits for captions and masks.
+
+Metadata is attacker-controlled JSON, so this never raises: whatever cannot be
+used is skipped or changed, and each such step leaves a short reason in
+``Traits.problems`` (``<key>[<position>]: <reason>``, ASCII, never quoting the
+token's own text). Decisions:
+
+- Traits come from the first of ``attributes``, ``traits``, ``features`` that
+  holds something; several holding something is recorded.
+- A list holds items ``{trait_type, value, display_type}`` (also spelled
+  ``type``/``key``/``name``/``trait`` and ``val``) or plain values; an object
+  maps trait type to value. Order and repeated trait types are kept.
+- A missing or unusable trait type, and a plain value in a list, get the trait
+  type ``NO_TRAIT_TYPE`` (""): the value alone still describes the token.
+- Numbers and booleans become text: ints as written, floats by ``repr`` (which
+  round-trips), ``true``/``false``. Dates stay unix seconds as text. Non-finite
+  numbers and numbers too long for the cap are dropped, never cut.
+- A list value becomes one trait per element with the same trait type, so each
+  element keeps its own count and mask (joining would make a new value per
+  combination). Nested lists and objects are dropped.
+- Text is NFC-normalised, stripped of control and format characters (ZWJ and
+  ZWNJ stay: emoji and scripts need them), whitespace collapsed. None-like
+  values (null, "", "none", "null", "n/a", "-") are dropped; longer text is cut
+  to ``MAX_TEXT`` characters. At most ``MAX_TRAITS`` traits per token.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+TRAIT_KEYS = ("attributes", "traits", "features")
+MAX_TEXT = 256  # characters in a trait type, value or display type
+MAX_TRAITS = 100  # per token; real collections have a few dozen at most
+MAX_PROBLEMS = 20  # listed per token; the rest are counted in one last entry
+NO_TRAIT_TYPE = ""
+
+_TYPE_KEYS = ("trait_type", "type", "key", "name", "trait")
+_VALUE_KEYS = ("value", "val")
+_NONE_LIKE = frozenset({"", "none", "null", "n/a", "-"})
+_KEPT_FORMAT_CHARS = frozenset({"\u200c", "\u200d"})  # ZWNJ, ZWJ
+_DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})  # controls, format, lone surrogates
+_INT_LIMIT = 10**MAX_TEXT  # ints this large would not fit the cap; checked before str()
+
+# Words in a trait type that mark bookkeeping rather than something drawn.
+NON_VISUAL_WORDS = frozenset(
+    {
+        "id",
+        "rank",
+        "ranking",
+        "rarity",
+        "score",
+        "points",
+        "xp",
+        "level",
+        "generation",
+        "gen",
+        "birthday",
+        "birth",
+        "born",
+        "date",
+        "edition",
+        "serial",
+        "number",
+        "count",
+        "name",
+        "lore",
+        "story",
+    }
+)
+# Words of a trait type: camelCase and ALLCAPS pieces, digit runs.
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+# A value that is only a number: 7, -1.5, 1e9, 1,000, #42, 25%, 3/10.
+_NUMBER = re.compile(r"[#+-]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?%?(?:/\d+)?")
+
+
+@dataclass(frozen=True)
+class Trait:
+    """One clean trait; display_type is None unless the metadata gave one."""
+
+    trait_type: str
+    value: str
+    display_type: str | None
+
+
+@dataclass(frozen=True)
+class Traits:
+    """A token's traits, and the reasons for every item skipped or changed on the way."""
+
+    traits: tuple[Trait, ...]
+    problems: tuple[str, ...]
+
+
+def normalise_traits(metadata: Mapping[str, Any]) -> Traits:
+    """The token's usable traits in metadata order, and why anything was skipped or changed."""
+    if not isinstance(metadata, Mapping):
+        return Traits((), (f"metadata: is {_kind(metadata)}, not an object",))
+    present = [key for key in TRAIT_KEYS if _has_content(metadata.get(key))]
+    if not present:
+        return Traits((), ())
+    key = present[0]
+    out = _Builder(key)
+    if len(present) > 1:
+        out.problem(f"{', '.join(present)}: several trait keys, used {key}")
+    source = metadata[key]
+    if isinstance(source, list):
+        _read_list(key, source, out)
+    elif isinstance(source, Mapping):
+        _read_object(key, source, out)
+    else:
+        out.problem(f"{key}: not a list or object")
+    return out.result()
+
+
+# The OpenSea display types that render a trait as a number, bar or date.
+NUMERIC_DISPLAY_TYPES = frozenset({"number", "boost_number", "boost_percentage", "date"})
+
+
+def is_visual(trait: Trait) -> bool:
+    """Whether a trait likely shows in the image, for captions that leave bookkeeping out.
+
+    Not visual: a numeric display_type (numbers, boosts, dates; other labels such
+    as "string" say nothing), a trait type with a word from NON_VISUAL_WORDS
+    (rarity score, Token ID, Generation...), or a value that is only a number.
+    """
+    if trait.display_type in NUMERIC_DISPLAY_TYPES:
+        return False
+    if any(word.casefold() in NON_VISUAL_WORDS for word in _WORD.findall(trait.trait_type)):
+        return False
+    return _NUMBER.fullmatch(trait.value) is None
+
+
+class _Builder:
+    """Collects traits up to MAX_TRAITS and problems up to MAX_PROBLEMS."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.traits: list[Trait] = []
+        self.problems: list[str] = []
+        self.unlisted = 0
+        self.full = False
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
+        else:
+            self.unlisted += 1
+
+    def add(self, trait: Trait) -> bool:
+        """Keep a trait; False once the cap is reached, to stop reading."""
+        if len(self.traits) >= MAX_TRAITS:
+            self.full = True
+            return False
+        self.traits.append(trait)
+        return True
+
+    def result(self) -> Traits:
+        # The cap and the count of unlisted problems always show, whatever came before.
+        problems = list(self.problems)
+        if self.unlisted:
+            problems.append(f"{self.unlisted} more problems not listed")
+        if self.full:
+            problems.append(f"{self.key}: over {MAX_TRAITS} traits, kept the first {MAX_TRAITS}")
+        return Traits(tuple(self.traits), tuple(problems))
+
+
+def _read_list(key: str, items: list[Any], out: _Builder) -> None:
+    for i, item in enumerate(items):
+        where = f"{key}[{i}]"
+        if isinstance(item, Mapping):
+            trait_type = _trait_type(where, _first(item, _TYPE_KEYS), out)
+            display_type = _display_type(where, item.get("display_type"), out)
+            going = _add_values(where, trait_type, _first(item, _VALUE_KEYS), display_type, out)
+        elif isinstance(item, list):
+            out.problem(f"{where}: item is a list")
+            continue
+        else:
+            going = _add_values(where, NO_TRAIT_TYPE, item, None, out)
+        if not going:
+            return
+
+
+def _read_object(key: str, items: Mapping[Any, Any], out: _Builder) -> None:
+    for i, (name, value) in enumerate(items.items()):
+        where = f"{key}[{i}]"
+        if not _add_values(where, _trait_type(where, name, out), value, None, out):
+            return
+
+
+def _first(item: Mapping[Any, Any], keys: tuple[str, ...]) -> Any:
+    """The value under the first of keys that is set (not null), else None."""
+    for key in keys:
+        value = item.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def _add_values(
+    where: str, trait_type: str, raw: Any, display_type: str | None, out: _Builder
+) -> bool:
+    """Add one trait per usable value; False once the trait cap stops reading."""
+    if not isinstance(raw, list):
+        value = _text(where, "value", raw, out)
+        return value is None or out.add(Trait(trait_type, value, display_type))
+    if not raw:
+        out.problem(f"{where}: value is an empty list")
+        return True
+    out.problem(f"{where}: value is a list, one trait per element")
+    for j, element in enumerate(raw):
+        value = _text(f"{where}[{j}]", "value", element, out)
+        if value is not None and not out.add(Trait(trait_type, value, display_type)):
+            return False
+    return True
+
+
+def _trait_type(where: str, raw: Any, out: _Builder) -> str:
+    if raw is None:
+        out.problem(f"{where}: no trait_type")
+        return NO_TRAIT_TYPE
+    text = _text(where, "trait_type", raw, out)
+    return NO_TRAIT_TYPE if text is None else text
+
+
+def _display_type(where: str, raw: Any, out: _Builder) -> str | None:
+    """A display_type string; null or none-like means there is none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        out.problem(f"{where}: display_type is {_kind(raw)}, ignored")
+        return None
+    if _is_none_like(_clean(raw)):
+        return None
+    return _text(where, "display_type", raw, out)
+
+
+def _text(where: str, field: str, raw: Any, out: _Builder) -> str | None:
+    """Clean text for a scalar, or None (with the reason recorded) if it is unusable."""
+    if isinstance(raw, str):
+        text = _clean(raw)
+        if _is_none_like(text):
+            out.problem(f"{where}: {field} is empty or none-like")
+            return None
+        if len(text) > MAX_TEXT:
+            out.problem(f"{where}: {field} cut to {MAX_TEXT} characters")
+            text = text[:MAX_TEXT].rstrip()
+        return text
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, int | float):
+        number = _number_text(raw)
+        if number is None:
+            out.problem(f"{where}: {field} is a number that is not finite or too long")
+        return number
+    if raw is None:
+        out.problem(f"{where}: {field} is empty or none-like")
+    else:
+        out.problem(f"{where}: {field} is {_kind(raw)}")
+    return None
+
+
+def _number_text(number: int | float) -> str | None:
+    """Ints as written, floats by repr; None when infinite, NaN or over MAX_TEXT characters."""
+    if isinstance(number, float):
+        return repr(number) if math.isfinite(number) else None
+    if abs(number) >= _INT_LIMIT:  # str() of a huge int is slow, or raises past 4300 digits
+        return None
+    text = str(number)
+    return text if len(text) <= MAX_TEXT else None
+
+
+def _clean(text: str) -> str:
+    """NFC, no control or format characters, single spaces, no outer whitespace."""
+    if not text.isprintable():  # fast path: printable text has no controls or odd spaces
+        text = "".join(
+            c
+            for c in text
+            if c.isspace()
+            or c in _KEPT_FORMAT_CHARS
+            or unicodedata.category(c) not in _DROPPED_CATEGORIES
+        )
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def _is_none_like(text: str) -> bool:
+    return len(text) <= 4 and text.casefold() in _NONE_LIKE
+
+
+def _has_content(value: Any) -> bool:
+    """Whether a trait key holds anything: not null, an empty container or none-like text."""
+    if value is None or (isinstance(value, list | Mapping) and not value):
+        return False
+    return not (isinstance(value, str) and _is_none_like(_clean(value)))
+
+
+def _kind(value: Any) -> str:
+    """A JSON-ish name for a value's type, for problems (never the value itself)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return "a " + type(value).__name__
