@@ -25,6 +25,10 @@ from tasks.errors import ItemError
 
 MAX_STRING_BYTES = 1 << 20  # a tokenURI, name or symbol longer than this is refused
 MAX_RESPONSE_BYTES = 64 << 20  # one HTTP reply; a larger one is split into smaller batches
+# Above this totalSupply the ids are not enumerated (one eth_call each); the 0/1-based
+# rule gives a range that plan_shards refuses unless max_tokens_per_collection allows it.
+MAX_ENUMERATED_SUPPLY = 1 << 20
+ERC721_ENUMERABLE = bytes.fromhex("780e9d63")  # ERC-165 interface id
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
@@ -203,7 +207,9 @@ class ChainReader:
     async def token_id_range(
         self, address: str, total_supply: int | None, explicit: tuple[int, int] | None
     ) -> range:
-        """The token ids to read: `explicit` (first, end-exclusive) wins, else 0- or 1-based."""
+        """The token ids to read: `explicit` (first, end-exclusive) wins, else the span of
+        ids an ERC721Enumerable lists (burns and gaps make totalSupply undercount it),
+        else 0- or 1-based totalSupply ids."""
         if explicit is not None:
             first, end = explicit
             if not 0 <= first <= end:
@@ -213,23 +219,61 @@ class ChainReader:
             return range(first, end)
         if total_supply is None:
             raise ValueError(f"{address} has no totalSupply(); give its token id range explicitly")
-        first = 0 if await self._has_token_zero(_address(address)) else 1
+        address = _address(address)
+        enumerable, has_zero = await self._probe(address)
+        if enumerable and total_supply <= MAX_ENUMERATED_SUPPLY:
+            ids = await self._enumerated_ids(address, total_supply)
+            if ids:
+                return range(min(ids), max(ids) + 1)
+        first = 0 if has_zero else 1
         return range(first, first + total_supply)
 
-    async def _has_token_zero(self, address: str) -> bool:
-        """ownerOf(0) decides; if ownerOf answers for neither 0 nor 1, tokenURI(0) does."""
+    async def _probe(self, address: str) -> tuple[bool, bool]:
+        """(is ERC721Enumerable, has token 0) in one round trip.
+
+        ownerOf(0) decides token 0; if ownerOf answers for neither 0 nor 1, tokenURI(0) does.
+        """
         replies = await self._batch(
             address,
             [
                 encode_call("ownerOf(uint256)", ["uint256"], [0]),
                 encode_call("ownerOf(uint256)", ["uint256"], [1]),
                 encode_call("tokenURI(uint256)", ["uint256"], [0]),
+                encode_call("supportsInterface(bytes4)", ["bytes4"], [ERC721_ENUMERABLE]),
             ],
         )
+        enumerable = _optional_uint(replies.get(3)) == 1
         owner0, owner1 = _optional_uint(replies.get(0)), _optional_uint(replies.get(1))
         if owner0 or owner1:
-            return bool(owner0)
-        return bool(_optional_string(replies.get(2)))
+            return enumerable, bool(owner0)
+        return enumerable, bool(_optional_string(replies.get(2)))
+
+    async def _enumerated_ids(self, address: str, count: int) -> list[int] | None:
+        """tokenByIndex(0 .. count-1), batch_size calls per request; None if any call failed.
+
+        A node failure raises RpcError instead: a guessed range would silently miss ids.
+        """
+        chunks = [
+            range(i, min(i + self.batch_size, count)) for i in range(0, count, self.batch_size)
+        ]
+        # Every chunk finishes before an error is raised, so none is left running.
+        parts = await asyncio.gather(
+            *(self._token_by_index(address, c) for c in chunks), return_exceptions=True
+        )
+        ids: list[int] = []
+        for part in parts:
+            if isinstance(part, BaseException):
+                raise part
+            for token_id in part:
+                if token_id is None:
+                    return None
+                ids.append(token_id)
+        return ids
+
+    async def _token_by_index(self, address: str, indexes: range) -> list[int | None]:
+        calls = [encode_call("tokenByIndex(uint256)", ["uint256"], [i]) for i in indexes]
+        replies = await self._batch(address, calls)
+        return [_optional_uint(replies.get(n)) for n in range(len(indexes))]
 
     async def token_uris(self, address: str, ids: Sequence[int]) -> dict[int, str | ItemError]:
         """tokenURI of every id, batch_size calls per request; failures are ItemErrors."""

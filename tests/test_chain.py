@@ -1,4 +1,5 @@
-"""ChainReader against a real anvil holding demo Moonbirds (0-based) and Loot (1-based)."""
+"""ChainReader against a real anvil holding demo Moonbirds (0-based), Loot (1-based) and
+enumerable collections whose ids have burns and gaps."""
 
 from __future__ import annotations
 
@@ -6,11 +7,20 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_abi.abi import encode
 
-from infra.demo_chain import anvil_spec, compile_contracts, deploy_demo, read_loot_uris
+from infra.demo_chain import (
+    anvil_spec,
+    compile_contracts,
+    deploy_contract,
+    deploy_demo,
+    read_loot_uris,
+    rpc,
+    send_transaction,
+)
 from infra.process import free_port, running
 from tasks.chain import ChainReader, StringTooLarge, decode_string, encode_call
 from tasks.errors import ItemError
@@ -19,6 +29,8 @@ LOOT_ARCHIVE = Path(__file__).resolve().parents[2] / "shared/data/loot.tar.gz"
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 MOONBIRDS = 300
 LOOT = 50
+BURNED_IDS = [50, 98, 99]  # of 0..99: totalSupply 97, yet id 97 is the highest
+SPARSE_IDS = [*range(1000, 1050), 5000]
 
 services = pytest.mark.services
 
@@ -30,6 +42,8 @@ class Chain:
     loot: str
     loot_uris: list[str]
     account: str  # an address with no code
+    burned: str  # enumerable, ids 0..99 less BURNED_IDS
+    sparse: str  # enumerable, ids SPARSE_IDS
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +56,24 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
         url = f"http://127.0.0.1:{port}"
         addresses = deploy_demo(url, artifacts, CID, MOONBIRDS, uris)
         account = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"  # anvil's first dev account
-        yield Chain(url, addresses["Moonbirds"], addresses["Loot"], uris, account)
+        burned = _deploy_enumerable(url, artifacts, "ipfs://burned/", list(range(100)))
+        sender = str(rpc(url, "eth_accounts", [])[0])
+        for token_id in BURNED_IDS:
+            burn = encode_call("burn(uint256)", ["uint256"], [token_id])
+            send_transaction(url, sender, burn, to=burned)
+        sparse = _deploy_enumerable(url, artifacts, "https://sparse.test/", SPARSE_IDS)
+        yield Chain(url, addresses["Moonbirds"], addresses["Loot"], uris, account, burned, sparse)
+
+
+def _deploy_enumerable(url: str, artifacts: dict[str, Any], base: str, ids: list[int]) -> str:
+    """A DemoEnumerable holding exactly `ids`, all minted in one transaction."""
+    sender = str(rpc(url, "eth_accounts", [])[0])
+    address = deploy_contract(
+        url, sender, artifacts["DemoEnumerable"], ["string"] * 3, ["Enum", "ENUM", base]
+    )
+    mint = encode_call("mintIds(address,uint256[])", ["address", "uint256[]"], [sender, ids])
+    send_transaction(url, sender, mint, to=address)
+    return address
 
 
 @services
@@ -73,6 +104,40 @@ async def test_token_id_range(chain: Chain) -> None:
             await reader.token_id_range(chain.loot, None, None)
         with pytest.raises(ValueError, match="range"):
             await reader.token_id_range(chain.loot, LOOT, (10, 5))
+
+
+@services
+async def test_enumerable_id_span(chain: Chain) -> None:
+    async with ChainReader(chain.url, batch_size=40) as reader:
+        burned = await reader.collection_facts(chain.burned)
+        assert burned.total_supply == 97
+        assert await reader.token_id_range(chain.burned, 97, None) == range(98)
+        assert reader.round_trips == 1 + 1 + 3  # facts, probe, tokenByIndex in 40s
+        assert await reader.token_id_range(chain.sparse, 51, None) == range(1000, 5001)
+        assert reader.round_trips == 5 + 1 + 2
+        # Not enumerable: the probe alone decides, as before.
+        assert await reader.token_id_range(chain.moonbirds, MOONBIRDS, None) == range(300)
+        assert reader.round_trips == 8 + 1
+
+
+@services
+async def test_enumerable_falls_back_when_an_index_fails(chain: Chain) -> None:
+    async with ChainReader(chain.url) as reader:
+        # tokenByIndex(51) reverts: no token has that index, so the 1-based rule applies.
+        assert await reader.token_id_range(chain.sparse, 52, None) == range(1, 53)
+        assert await reader.token_id_range(chain.burned, 98, None) == range(98)
+        assert reader.round_trips == 4
+
+
+@services
+async def test_enumerable_gaps_are_not_minted(chain: Chain) -> None:
+    async with ChainReader(chain.url) as reader:
+        burned = await reader.token_uris(chain.burned, [0, 50, 97, 98])
+        sparse = await reader.token_uris(chain.sparse, [1000, 2000, 5000])
+    assert (burned[0], burned[97]) == ("ipfs://burned/0", "ipfs://burned/97")
+    assert (sparse[1000], sparse[5000]) == ("https://sparse.test/1000", "https://sparse.test/5000")
+    for failed in (burned[50], burned[98], sparse[2000]):
+        assert isinstance(failed, ItemError) and failed.kind == "not_minted"
 
 
 @services
