@@ -9,7 +9,9 @@ A token's data is attacker-controlled, so every failure caused by it becomes an
 from __future__ import annotations
 
 # Reasons a token can fail, and whether trying again later can help.
-RETRYABLE_KINDS = frozenset({"timeout", "connection", "http_status_retryable", "rpc_error"})
+RETRYABLE_KINDS = frozenset(
+    {"timeout", "connection", "http_status_retryable", "rpc_error", "unexpected"}
+)
 
 KINDS = frozenset(
     {
@@ -28,6 +30,7 @@ KINDS = frozenset(
         "bad_image",  # image bytes fail to decode or exceed the pixel limit
         "rpc_error",  # node unreachable or batch failed
         "not_minted",  # tokenURI reverted (burned, gap in ids, out of range)
+        "unexpected",  # a bug met by this token's data; retried once the code is fixed
     }
 )
 

@@ -7,8 +7,11 @@ Every failure becomes the row's status and error; whatever was already stored
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from tasks.content import ImageInfo, image_reference, inspect_image, parse_metadata
 from tasks.download import download
@@ -18,6 +21,8 @@ from tasks.manifest import ManifestRow, clip_uri
 from tasks.settings import Settings
 from tasks.store import StoredBlob
 from tasks.uris import DataLocation, Location, resolve_uri
+
+log = logging.getLogger(__name__)
 
 # An image as stored: where, what it is, and its IPFS CID if it came from IPFS.
 StoredImage = tuple[StoredBlob, ImageInfo, str | None]
@@ -56,9 +61,12 @@ async def ingest_token(ctx: TokenContext, token_id: int, uri: str | ItemError) -
         return await _ingest(ctx, token_id, uri, row)
     except ItemError as e:
         return _failed(row, e)
-    except ValueError as e:
-        # eth/uri helpers raise ValueError on malformed token data they reject.
-        return _failed(row, ItemError("bad_uri", str(e)[:300]))
+    except (BotoCoreError, ClientError):
+        raise  # the object store failed, not the token: the shard's retry resumes
+    except Exception as e:
+        # Token data that trips a bug must not stop the other 999 tokens of the shard.
+        log.exception("token %s of %s: unexpected error", token_id, ctx.contract)
+        return _failed(row, ItemError("unexpected", f"{type(e).__name__}: {e}"))
 
 
 async def _ingest(ctx: TokenContext, token_id: int, uri: str, row: ManifestRow) -> ManifestRow:

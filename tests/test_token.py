@@ -1,0 +1,76 @@
+"""Error containment of one token's ingest: token problems become rows, store failures do not."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from tasks.errors import ItemError
+from tasks.fetch import SafeFetcher
+from tasks.settings import Settings
+from tasks.store import StoredBlob
+from tasks.token import TokenContext, ingest_token
+
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><text>bag</text></svg>'
+URI = (
+    "data:application/json;base64,"
+    + base64.b64encode(
+        json.dumps(
+            {
+                "name": "Bag #1",
+                "image": "data:image/svg+xml;base64," + base64.b64encode(SVG).decode(),
+            }
+        ).encode()
+    ).decode()
+)
+
+
+async def keep(data: bytes, mime: str) -> StoredBlob:
+    digest = hashlib.sha256(data).hexdigest()
+    return StoredBlob(f"blobs/{digest}", digest, len(data), created=True)
+
+
+async def test_data_uri_token_is_stored() -> None:
+    async with SafeFetcher(Settings()) as fetcher:
+        ctx = TokenContext(Settings(), fetcher, keep, "Loot", "0xloot")
+        row = await ingest_token(ctx, 1, URI)
+    assert (row.status, row.mime, row.bytes) == ("ok", "image/svg+xml", len(SVG))
+    assert row.sha256 == hashlib.sha256(SVG).hexdigest()
+    assert fetcher.requests == 0
+
+
+async def test_a_bug_met_by_token_data_becomes_a_retryable_row() -> None:
+    async def broken(data: bytes, mime: str) -> StoredBlob:
+        raise KeyError("something the code did not expect")
+
+    async with SafeFetcher(Settings()) as fetcher:
+        ctx = TokenContext(Settings(), fetcher, broken, "Loot", "0xloot")
+        row = await ingest_token(ctx, 1, URI)
+    assert (row.status, row.error_kind, row.retryable) == ("failed", "unexpected", True)
+    assert row.error is not None and row.error.startswith("KeyError")
+
+
+async def test_object_store_failure_fails_the_shard_not_the_token() -> None:
+    async def unreachable(data: bytes, mime: str) -> StoredBlob:
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+    async with SafeFetcher(Settings()) as fetcher:
+        ctx = TokenContext(Settings(), fetcher, unreachable, "Loot", "0xloot")
+        with pytest.raises(EndpointConnectionError):
+            await ingest_token(ctx, 1, URI)
+
+
+async def test_errors_from_the_chain_are_recorded() -> None:
+    async with SafeFetcher(Settings()) as fetcher:
+        ctx = TokenContext(Settings(), fetcher, keep, "Loot", "0xloot")
+        row = await ingest_token(ctx, 9, ItemError("not_minted", "call reverted"))
+    assert (row.status, row.error_kind, row.retryable, row.token_uri) == (
+        "failed",
+        "not_minted",
+        False,
+        None,
+    )
