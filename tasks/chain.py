@@ -71,8 +71,8 @@ def decode_string(hex_result: str, max_bytes: int = MAX_STRING_BYTES) -> str:
     if len(data) == 32:
         return data.split(b"\0", 1)[0].decode("utf-8", errors="replace")
     try:
-        (raw,) = decode(["bytes"], data, strict=False)
-    except DecodingError as e:
+        (raw,) = decode(["bytes"], data)
+    except (DecodingError, OverflowError) as e:  # a hostile length word can overflow
         raise ValueError(f"not an ABI string: {e}") from e
     if len(raw) > max_bytes:
         raise StringTooLarge(f"string of {len(raw)} bytes is over {max_bytes}")

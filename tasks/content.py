@@ -24,6 +24,7 @@ _PILLOW_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
 _MIME_BY_FORMAT = {
     "PNG": "image/png",
     "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",  # multi-picture JPEG (phone cameras): Pillow reports it apart
     "GIF": "image/gif",
     "WEBP": "image/webp",
     "BMP": "image/bmp",
@@ -59,10 +60,11 @@ def image_reference(metadata: dict[str, Any]) -> str | bytes:
         value = metadata.get(key)
         if isinstance(value, str) and value.strip():
             # Some collections put SVG markup itself where a URI belongs.
-            return value.encode("utf-8") if is_svg(value.encode("utf-8")[:4096]) else value.strip()
+            data = value.encode("utf-8", "surrogatepass")
+            return data if is_svg(data) else value.strip()
     inline = metadata.get("image_data")
     if isinstance(inline, str) and inline.strip():
-        data = inline.encode("utf-8")
+        data = inline.encode("utf-8", "surrogatepass")
         return data if is_svg(data) else inline.strip()
     raise ItemError("no_image", "metadata has no image, image_url or image_data string")
 

@@ -138,7 +138,9 @@ class SafeFetcher:
                 limit_per_host=s.per_host_concurrency,
             ),
             timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=s.connect_timeout_s, sock_read=s.read_timeout_s
+                total=s.request_timeout_s,
+                sock_connect=s.connect_timeout_s,
+                sock_read=s.read_timeout_s,
             ),
             headers={"User-Agent": s.user_agent},
             cookie_jar=aiohttp.DummyCookieJar(),

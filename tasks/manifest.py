@@ -51,11 +51,16 @@ class ManifestRow:
 COLUMNS = tuple(f.name for f in dataclasses.fields(ManifestRow))
 
 
+def valid_text(text: str) -> str:
+    """Text DuckDB can store: JSON lets lone surrogates into strings, UTF-8 does not."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def clip_uri(uri: str | None) -> str | None:
-    """Keep manifest cells small: long (data:) URIs are cut, marked with an ellipsis."""
-    if uri is None or len(uri) <= MAX_URI_CHARS:
-        return uri
-    return uri[:MAX_URI_CHARS] + "…"
+    """Keep manifest cells small and valid: long (data:) URIs are cut, with an ellipsis."""
+    if uri is None:
+        return None
+    return valid_text(uri if len(uri) <= MAX_URI_CHARS else uri[:MAX_URI_CHARS] + "…")
 
 
 # Column types for read_json, all as text so no value is guessed at; the INSERT casts.

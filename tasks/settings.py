@@ -58,6 +58,8 @@ class Settings:
     # HTTP behaviour towards token-named URLs.
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
+    # Whole request, body included: a server trickling bytes cannot hold a slot forever.
+    request_timeout_s: float = 300.0
     max_retries: int = 4
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0

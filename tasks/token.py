@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -17,7 +18,7 @@ from tasks.content import ImageInfo, image_reference, inspect_image, parse_metad
 from tasks.download import download
 from tasks.errors import ItemError
 from tasks.fetch import SafeFetcher
-from tasks.manifest import ManifestRow, clip_uri
+from tasks.manifest import ManifestRow, clip_uri, valid_text
 from tasks.settings import Settings
 from tasks.store import StoredBlob
 from tasks.uris import DataLocation, Location, resolve_uri
@@ -41,7 +42,7 @@ class TokenContext:
     contract: str
     # One download per distinct image location in a shard (unrevealed
     # collections point every token at the same image).
-    images: dict[Location, asyncio.Task[StoredImage]] = field(default_factory=dict)
+    images: dict[Location, asyncio.Task[StoredImage | ItemError]] = field(default_factory=dict)
     bytes_new: int = 0
 
     async def store(self, data: bytes, mime: str) -> StoredBlob:
@@ -58,18 +59,23 @@ async def ingest_token(ctx: TokenContext, token_id: int, uri: str | ItemError) -
         if isinstance(uri, ItemError):
             raise uri
         row = replace(row, token_uri=clip_uri(uri))
-        return await _ingest(ctx, token_id, uri, row)
+        row, metadata = await _metadata(ctx, token_id, uri, row)
+        return await _with_image(ctx, token_id, metadata, row)
     except ItemError as e:
         return _failed(row, e)
     except (BotoCoreError, ClientError):
         raise  # the object store failed, not the token: the shard's retry resumes
     except Exception as e:
-        # Token data that trips a bug must not stop the other 999 tokens of the shard.
+        # Token data that trips a bug must not stop the other 999 tokens of the shard;
+        # the row keeps what was already stored (the metadata, say).
         log.exception("token %s of %s: unexpected error", token_id, ctx.contract)
         return _failed(row, ItemError("unexpected", f"{type(e).__name__}: {e}"))
 
 
-async def _ingest(ctx: TokenContext, token_id: int, uri: str, row: ManifestRow) -> ManifestRow:
+async def _metadata(
+    ctx: TokenContext, token_id: int, uri: str, row: ManifestRow
+) -> tuple[ManifestRow, dict[str, Any]]:
+    """Fetch, parse and store the metadata; the row with its key, and the parsed JSON."""
     s = ctx.settings
     where = resolve_uri(uri, token_id, s, max_data_bytes=s.max_metadata_bytes)
     meta = await download(where, ctx.fetcher, s.ipfs_gateways, s.max_metadata_bytes)
@@ -78,11 +84,19 @@ async def _ingest(ctx: TokenContext, token_id: int, uri: str, row: ManifestRow) 
     row = replace(
         row, metadata_key=stored.key, metadata_sha256=stored.sha256, metadata_cid=meta.cid
     )
+    return row, metadata
+
+
+async def _with_image(
+    ctx: TokenContext, token_id: int, metadata: dict[str, Any], row: ManifestRow
+) -> ManifestRow:
+    """Fetch, check and store the image the metadata names; the finished row."""
+    s = ctx.settings
     reference: str | bytes | None = None
     try:
         reference = image_reference(metadata)
         if isinstance(reference, bytes):
-            image_uri, image = "(inline image_data)", await _store_image(ctx, reference, None)
+            image_uri, image = "(inline SVG)", await _store_image(ctx, reference, None)
         else:
             image_uri = reference
             where = resolve_uri(reference, token_id, s, max_data_bytes=s.max_image_bytes)
@@ -109,9 +123,20 @@ async def _image(ctx: TokenContext, where: Location) -> StoredImage:
         return await _fetch_image(ctx, where)
     task = ctx.images.get(where)
     if task is None:
-        task = asyncio.ensure_future(_fetch_image(ctx, where))
-        ctx.images[where] = task
-    return await asyncio.shield(task)
+        task = ctx.images[where] = asyncio.ensure_future(_outcome(ctx, where))
+    outcome = await asyncio.shield(task)
+    if isinstance(outcome, ItemError):
+        raise ItemError(outcome.kind, outcome.message, retryable=outcome.retryable)
+    return outcome
+
+
+async def _outcome(ctx: TokenContext, where: Location) -> StoredImage | ItemError:
+    """The image, or its error as a fresh object: a raised error's traceback would keep
+    the downloaded bytes alive in the shard's cache until the shard ends."""
+    try:
+        return await _fetch_image(ctx, where)
+    except ItemError as e:
+        return ItemError(e.kind, e.message, retryable=e.retryable)
 
 
 async def _fetch_image(ctx: TokenContext, where: Location) -> StoredImage:
@@ -134,6 +159,6 @@ def _failed(row: ManifestRow, error: ItemError) -> ManifestRow:
         row,
         status="failed",
         error_kind=error.kind,
-        error=error.message[:1000],
+        error=valid_text(error.message[:1000]),
         retryable=error.retryable,
     )

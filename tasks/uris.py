@@ -72,6 +72,11 @@ def resolve_uri(
     text = uri.strip()
     if not text:
         raise ItemError("bad_uri", "empty URI")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates, which JSON strings may carry
+            raise ItemError("bad_uri", "URI is not valid Unicode") from None
     scheme_match = _SCHEME.match(text)
     scheme = scheme_match.group(1).lower() if scheme_match else ""
     cap = settings.max_metadata_bytes if max_data_bytes is None else max_data_bytes

@@ -108,3 +108,12 @@ def test_token_uri_that_is_the_json_itself() -> None:
     with pytest.raises(ItemError) as e:
         resolve_uri("{" + "x" * 100, 7, Settings(max_metadata_bytes=50))
     assert kind(e) == "too_large"
+
+
+def test_lone_surrogates_from_json_are_refused_not_crashing() -> None:
+    metadata = parse_metadata(b'{"image": "https://x.example/\\ud800.png"}')
+    reference = image_reference(metadata)
+    assert isinstance(reference, str)
+    with pytest.raises(ItemError) as e:
+        resolve_uri(reference, 1, Settings())
+    assert kind(e) == "bad_uri"

@@ -78,8 +78,8 @@ def test_unsupported_hash_never_matches() -> None:
         "Qm",
         V0[:-1],  # too short for v0, not multibase either
         V0[:-1] + "0",  # '0' is not base58
-        "f" + CID.parse(V1_DAG_PB).to_bytes().hex(),  # base16: not a form we accept
-        V1_DAG_PB.upper(),
+        "f" + CID.parse(V1_DAG_PB).to_bytes().hex() + "g",  # not hex
+        "k" + "!" * 40,  # not base36
         V1_DAG_PB[:-3],  # truncated digest
         V1_DAG_PB + "aa",  # trailing bytes
         "b" + "a" * 5000,
@@ -89,6 +89,26 @@ def test_unsupported_hash_never_matches() -> None:
 def test_malformed_text_is_rejected(text: str) -> None:
     with pytest.raises(ValueError):
         CID.parse(text)
+
+
+def _base36(data: bytes) -> str:
+    number, text = int.from_bytes(data, "big"), ""
+    while number:
+        number, digit = divmod(number, 36)
+        text = "0123456789abcdefghijklmnopqrstuvwxyz"[digit] + text
+    return text
+
+
+def test_other_multibases_name_the_same_cid() -> None:
+    cid = CID.parse(V1_DAG_PB)
+    raw = cid.to_bytes()
+    for text in (
+        V1_DAG_PB.upper(),
+        "B" + V1_DAG_PB[1:].upper(),
+        "f" + raw.hex(),
+        "k" + _base36(raw),
+    ):
+        assert CID.parse(text) == cid, text
 
 
 def test_invalid_binary_is_rejected() -> None:

@@ -74,3 +74,20 @@ async def test_errors_from_the_chain_are_recorded() -> None:
         False,
         None,
     )
+
+
+async def test_metadata_kept_when_the_image_stage_hits_a_bug() -> None:
+    calls: list[str] = []
+
+    async def metadata_only(data: bytes, mime: str) -> StoredBlob:
+        calls.append(mime)
+        if mime != "application/json":
+            raise KeyError("image store bug")
+        return await keep(data, mime)
+
+    async with SafeFetcher(Settings()) as fetcher:
+        ctx = TokenContext(Settings(), fetcher, metadata_only, "Loot", "0xloot")
+        row = await ingest_token(ctx, 1, URI)
+    assert calls == ["application/json", "image/svg+xml"]
+    assert (row.status, row.error_kind) == ("failed", "unexpected")
+    assert row.metadata_key is not None and row.metadata_sha256 is not None

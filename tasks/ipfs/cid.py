@@ -99,16 +99,21 @@ class CID:
 
     @classmethod
     def parse(cls, text: str) -> CID:
-        """Parse CID text: v0 base58 ('Qm...') or v1 multibase base32 ('b...') / base58 ('z...')."""
+        """Parse CID text: v0 base58 ('Qm...'), or v1 in the multibases tokens use:
+        base32 ('b...', 'B...'), base58btc ('z...'), base36 ('k...'), base16 ('f...')."""
         if not text or len(text) > MAX_TEXT_LEN:
             raise ValueError("CID text is empty or too long")
         if len(text) == 46 and text.startswith("Qm"):
             return cls(0, DAG_PB, b58decode(text))
         prefix, body = text[0], text[1:]
-        if prefix == "b":
-            raw = b32decode(body)
+        if prefix in "bB":
+            raw = b32decode(body.lower())
         elif prefix == "z":
             raw = b58decode(body)
+        elif prefix == "k":
+            raw = _b36decode(body)
+        elif prefix == "f":
+            raw = bytes.fromhex(body)
         else:
             raise ValueError(f"unsupported CID text {text[:16]!r}")
         cid = cls.from_bytes(raw)
@@ -167,3 +172,12 @@ class CID:
         """The sha2-256 CID of a block we built ourselves."""
         mh = bytes([SHA2_256, 32]) + hashlib.sha256(block).digest()
         return cls(version, codec, mh)
+
+
+def _b36decode(text: str) -> bytes:
+    """Multibase base36 (lowercase); leading '0's stand for leading zero bytes."""
+    if not text or text.strip("0123456789abcdefghijklmnopqrstuvwxyz"):
+        raise ValueError("invalid base36")
+    zeros = len(text) - len(text.lstrip("0"))
+    number = int(text, 36)
+    return b"\0" * zeros + number.to_bytes((number.bit_length() + 7) // 8, "big")

@@ -7,6 +7,7 @@ are exactly the content the token points at, whichever gateway served them.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 from tasks.errors import ItemError
@@ -14,24 +15,38 @@ from tasks.ipfs import unixfs
 from tasks.ipfs.car import read_car
 from tasks.ipfs.cid import CID, SHA2_256
 
-# Decoded, already-verified nodes by multihash. Tokens of one collection share the
-# directory (often HAMT) nodes above their files, so this saves decoding and
-# hashing the same big nodes for every token. Only verified blocks enter it.
-_VERIFIED_NODES: OrderedDict[bytes, unixfs.Node] = OrderedDict()
-_CACHE_SIZE = 2048
+# Decoded, already-verified directory nodes by multihash. Tokens of one collection
+# share the directory (often HAMT) nodes above their files, so this saves decoding
+# and hashing the same nodes for every token. Only verified blocks enter it, not
+# huge ones, and it is bounded by their total size.
+_VERIFIED_NODES: OrderedDict[bytes, tuple[unixfs.Node, int]] = OrderedDict()
+_CACHE_MAX_BLOCK = 1024 * 1024  # kubo shards directories past 256 KiB
+_CACHE_MAX_BYTES = 32 * 1024 * 1024
+_cache_bytes = 0
+_cache_lock = threading.Lock()  # a Dask worker may run shards in several threads
 
 
 def _cached(cid: CID) -> unixfs.Node | None:
-    node = _VERIFIED_NODES.get(cid.multihash)
-    if node is not None:
+    with _cache_lock:
+        entry = _VERIFIED_NODES.get(cid.multihash)
+        if entry is None:
+            return None
         _VERIFIED_NODES.move_to_end(cid.multihash)
-    return node
+        return entry[0]
 
 
-def _remember(cid: CID, node: unixfs.Node) -> None:
-    _VERIFIED_NODES[cid.multihash] = node
-    if len(_VERIFIED_NODES) > _CACHE_SIZE:
-        _VERIFIED_NODES.popitem(last=False)
+def _remember(cid: CID, node: unixfs.Node, size: int) -> None:
+    global _cache_bytes
+    if size > _CACHE_MAX_BLOCK:
+        return
+    with _cache_lock:
+        if cid.multihash in _VERIFIED_NODES:
+            return
+        _VERIFIED_NODES[cid.multihash] = (node, size)
+        _cache_bytes += size
+        while _cache_bytes > _CACHE_MAX_BYTES:
+            _, (_, dropped) = _VERIFIED_NODES.popitem(last=False)
+            _cache_bytes -= dropped
 
 
 def file_from_car(car: bytes, root: CID, path: str, max_bytes: int) -> tuple[CID, bytes]:
@@ -66,7 +81,7 @@ def file_from_car(car: bytes, root: CID, path: str, max_bytes: int) -> tuple[CID
                 raise ItemError("cid_mismatch", f"block does not hash to {cid}")
         node = nodes[cid] = unixfs.decode(cid, block)
         if node.is_directory:
-            _remember(cid, node)
+            _remember(cid, node, len(block))
         return node
 
     try:
