@@ -24,8 +24,8 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import TaskRunner
 from prefect_dask.task_runners import DaskTaskRunner
 
-from tasks.chain import ChainReader, CollectionFacts
-from tasks.registry import CollectionTarget, load_registry, parse_target
+from tasks.chain import ChainReader, CollectionFacts, RpcError
+from tasks.registry import CollectionTarget, collection_name, load_registry, parse_target
 from tasks.settings import Settings, load_settings
 from tasks.shard import ShardResult, ShardSpec, plan_shards, run_shard
 from tasks.store import ObjectStore
@@ -48,13 +48,15 @@ def task_runner(settings: Settings) -> TaskRunner[PrefectFuture[Any]]:
 @dataclass(frozen=True)
 class CollectionPlan:
     target: CollectionTarget
-    facts: CollectionFacts
+    name: str
     shards: list[ShardSpec]
+    error: str | None = None  # why the collection cannot be planned (the run goes on)
 
 
 @task(name="plan-collection", retries=2, retry_delay_seconds=5)
 def plan_collection(target: CollectionTarget, settings: Settings) -> CollectionPlan:
-    """Contract facts and token id range, cut into shards."""
+    """Contract facts and token id range, cut into shards. Node failures raise (and are
+    retried); a contract that cannot be read as a collection gives a plan with an error."""
 
     async def read() -> tuple[CollectionFacts, range]:
         async with ChainReader(settings.rpc_url, settings.rpc_batch_size) as chain:
@@ -62,12 +64,17 @@ def plan_collection(target: CollectionTarget, settings: Settings) -> CollectionP
             ids = await chain.token_id_range(target.address, facts.total_supply, target.ids)
             return facts, ids
 
-    facts, ids = asyncio.run(read())
-    name = target.name if target.name != target.address else facts.name or target.address
-    shards = plan_shards(
-        name, target.address, ids, settings.shard_size, settings.max_tokens_per_collection
-    )
-    return CollectionPlan(target, facts, shards)
+    try:
+        facts, ids = asyncio.run(read())
+        name = collection_name(target, facts)
+        shards = plan_shards(
+            name, target.address, ids, settings.shard_size, settings.max_tokens_per_collection
+        )
+    except RpcError:
+        raise
+    except ValueError as e:
+        return CollectionPlan(target, target.name, [], error=str(e)[:500])
+    return CollectionPlan(target, name, shards)
 
 
 @task(
@@ -93,6 +100,9 @@ def ingest(
         raise ValueError("no collections given and NFT1000_COLLECTIONS is empty")
     registry = load_registry(settings.registries)
     targets = [parse_target(s, registry) for s in specs]
+    addresses = [t.address for t in targets]
+    if len(set(addresses)) != len(addresses):
+        raise ValueError(f"a contract is named twice in {specs}: give each collection once")
     ObjectStore(settings).ensure_bucket()
     started = time.monotonic()
 
@@ -100,9 +110,13 @@ def ingest(
     shard_futures: list[PrefectFuture[ShardResult]] = []
     progress: dict[str, UUID] = {}
     totals: dict[str, _Totals] = {}
+    broken: list[str] = []
     for planned in plans:
         plan = planned.result()
-        name = plan.shards[0].collection if plan.shards else plan.target.name
+        name = plan.name
+        if plan.error:
+            logger.error("%s (%s) not ingested: %s", name, plan.target.address, plan.error)
+            broken.append(f"{name}: {plan.error}")
         logger.info("%s (%s): %d shards", name, plan.target.address, len(plan.shards))
         totals[plan.target.address] = _Totals(name, plan.target.address, len(plan.shards))
         progress[plan.target.address] = cast(
@@ -113,7 +127,6 @@ def ingest(
         )
         shard_futures += [ingest_shard.submit(s, settings) for s in plan.shards]
 
-    broken: list[str] = []
     for done in as_completed(shard_futures):
         try:
             result = done.result()
@@ -135,7 +148,9 @@ def ingest(
         logger.info("%s", row)
     if broken:
         # Tokens of finished shards are stored; a rerun resumes the broken ones.
-        raise RuntimeError(f"{len(broken)} shard(s) failed: " + "; ".join(broken)[:2000])
+        raise RuntimeError(
+            f"{len(broken)} collection(s) or shard(s) failed: " + "; ".join(broken)[:2000]
+        )
     return rows
 
 

@@ -107,12 +107,14 @@ def _configure_home(parser: argparse.ArgumentParser) -> None:
 
 
 def _pipeline_env(home: Path) -> dict[str, str]:
-    """The environment the pipeline runs with: the local stack's, overridden by this shell's."""
+    """The environment the pipeline runs with: the local stack's, overridden by this shell's
+    NFT1000_* and PREFECT_API_URL. The shell's AWS_* credentials count only when the shell
+    also names its own S3 endpoint: the local S3 server knows only the stack's keys."""
     env = stack.stack_env(stack.load_config(home)) if (home / "stack.json").exists() else {}
-    return {**env, **{k: v for k, v in os.environ.items() if k.startswith(_OVERRIDABLE)}}
-
-
-_OVERRIDABLE = ("NFT1000_", "PREFECT_API_URL", "AWS_")
+    prefixes = ["NFT1000_", "PREFECT_API_URL"]
+    if "NFT1000_S3_ENDPOINT_URL" in os.environ or not env:
+        prefixes.append("AWS_")
+    return {**env, **{k: v for k, v in os.environ.items() if k.startswith(tuple(prefixes))}}
 
 
 def _run_deploy(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ MAX_RESPONSE_BYTES = 64 << 20  # one HTTP reply; a larger one is split into smal
 # rule gives a range that plan_shards refuses unless max_tokens_per_collection allows it.
 MAX_ENUMERATED_SUPPLY = 1 << 20
 ERC721_ENUMERABLE = bytes.fromhex("780e9d63")  # ERC-165 interface id
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 class RpcError(RuntimeError):
@@ -87,7 +87,7 @@ def _decode_uint(hex_result: str) -> int:
 
 
 def _address(address: str) -> str:
-    if not _ADDRESS.fullmatch(address):
+    if not ADDRESS.fullmatch(address):
         raise ValueError(f"not a contract address: {address!r}")
     return address.lower()
 

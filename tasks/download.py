@@ -54,7 +54,7 @@ async def _download_ipfs(
     segments = [unquote(s) for s in location.path.split("/") if s]
     path = "/".join(segments)
     car_cap = max_bytes + int(max_bytes * CAR_OVERHEAD) + CAR_OVERHEAD_BYTES
-    last: ItemError | None = None
+    errors: list[ItemError] = []
     for gateway in gateways:
         url = f"{gateway.rstrip('/')}/ipfs/{location.cid}/{location.path}"
         url = url.rstrip("/") + "?format=car&dag-scope=entity"
@@ -62,10 +62,11 @@ async def _download_ipfs(
             body = (await fetcher.get(url, max_bytes=car_cap, accept=CAR_ACCEPT)).body
             cid, data = file_from_car(body, root, path, max_bytes)
         except ItemError as e:
-            if e.kind in {"too_large", "bad_uri"}:
-                raise  # the content itself is at fault: another gateway gives the same
-            last = e
+            if e.kind == "too_large" and e.verified:
+                raise  # the content itself is too big: every gateway serves the same
+            errors.append(e)  # this gateway failed or lied: try the next
             continue
         return Downloaded(data, str(cid))
-    assert last is not None
-    raise last
+    # If any gateway failed for a passing reason, a later run may succeed.
+    return_error = next((e for e in errors if e.retryable), errors[-1])
+    raise return_error

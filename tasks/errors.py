@@ -38,13 +38,17 @@ KINDS = frozenset(
 class ItemError(Exception):
     """A failure of one token, recorded against it instead of stopping the run."""
 
-    def __init__(self, kind: str, message: str, *, retryable: bool | None = None) -> None:
+    def __init__(
+        self, kind: str, message: str, *, retryable: bool | None = None, verified: bool = False
+    ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown error kind {kind!r}")
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.retryable = kind in RETRYABLE_KINDS if retryable is None else retryable
+        # True when content checked against its hash proves the error (not a server's say).
+        self.verified = verified
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.message}"

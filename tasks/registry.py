@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+from tasks.chain import ADDRESS, CollectionFacts
+from tasks.manifest import valid_text
+
 _RANGE = re.compile(r"(?P<first>\d+)-(?P<last>\d+)")
 
 
@@ -33,7 +35,7 @@ def load_registry(paths: Sequence[Path]) -> dict[str, tuple[str, str]]:
         data = json.loads(Path(path).read_text())
         for key, entry in data.get("collections", {}).items():
             address = str(entry.get("contract_address", ""))
-            if not _ADDRESS.fullmatch(address):
+            if not ADDRESS.fullmatch(address):
                 continue
             for name in {key, str(entry.get("project_name") or key)}:
                 known.setdefault(name.lower(), (key, address.lower()))
@@ -52,7 +54,7 @@ def parse_target(spec: str, registry: dict[str, tuple[str, str]]) -> CollectionT
         if last < first:
             raise ValueError(f"{spec!r}: range {first}-{last} ends before it starts")
         ids, text = (first, last + 1), head.strip()
-    if _ADDRESS.fullmatch(text):
+    if ADDRESS.fullmatch(text):
         return CollectionTarget(text.lower(), text.lower(), ids)
     found = registry.get(text.lower())
     if found is None:
@@ -62,3 +64,15 @@ def parse_target(spec: str, registry: dict[str, tuple[str, str]]) -> CollectionT
         )
     name, address = found
     return CollectionTarget(name, address, ids)
+
+
+MAX_NAME_CHARS = 100
+
+
+def collection_name(target: CollectionTarget, facts: CollectionFacts) -> str:
+    """The registry name, else the contract's own name() (clipped: the contract chose
+    it), else the address."""
+    if target.name != target.address:
+        return target.name
+    chosen = " ".join((facts.name or "").split())[:MAX_NAME_CHARS]
+    return valid_text(chosen) or target.address

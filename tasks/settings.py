@@ -23,9 +23,6 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Settings:
-    # Where local state lives: service data, PID files, the demo registry.
-    home: Path = Path(".nft1000")
-
     # Ethereum JSON-RPC endpoint and how many eth_calls go in one batch request.
     rpc_url: str = "http://127.0.0.1:8545"
     rpc_batch_size: int = 500
@@ -94,12 +91,8 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
         parts = raw if isinstance(raw, list | tuple) else str(raw).split(",")
         items = [str(i).strip() for i in parts if str(i).strip()]
         return tuple(Path(i) for i in items) if name == "registries" else tuple(items)
-    if name == "home":
-        return Path(str(raw))
     if name in {"s3_endpoint_url", "dask_address"}:
         return None if raw in (None, "", "none", "None") else str(raw)
-    if isinstance(default, bool):
-        return str(raw).lower() in {"1", "true", "yes"}
     if isinstance(default, int):
         return int(raw)
     if isinstance(default, float):

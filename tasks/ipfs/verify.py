@@ -88,6 +88,6 @@ def file_from_car(car: bytes, root: CID, path: str, max_bytes: int) -> tuple[CID
         target, _ = unixfs.resolve(get, root, unixfs.split_path(path))
         return target, unixfs.read_file(get, target, max_bytes)
     except unixfs.FileTooLarge as e:
-        raise ItemError("too_large", str(e)) from None
+        raise ItemError("too_large", str(e), verified=True) from None
     except (unixfs.UnixFSError, unixfs.PathNotFound) as e:
         raise ItemError("bad_car", str(e)) from None
