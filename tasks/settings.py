@@ -47,7 +47,9 @@ class Settings:
     # a collection needs an explicit id range instead of planning billions of shards.
     max_tokens_per_collection: int = 1_000_000
 
-    # Work split: tokens per Dask task, downloads in flight per shard and per host.
+    # Work split. A Dask task is one manifest block of 1,000 ids (tasks.shard.BLOCK);
+    # shard_size is how many of its tokens are read and downloaded together (<= 1,000).
+    # Then downloads in flight per shard and per host.
     shard_size: int = 1000
     concurrency: int = 32
     per_host_concurrency: int = 16

@@ -92,7 +92,6 @@ def services(
             s3_started.result()
         gateway_url = f"http://127.0.0.1:{cfg.gateway_port}"
         settings = Settings(
-            home=home,
             rpc_url=rpc_url,
             ipfs_gateways=(gateway_url,),
             allow_hosts=(f"127.0.0.1:{cfg.gateway_port}", origin.host_port),

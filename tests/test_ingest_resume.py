@@ -1,5 +1,6 @@
 """A shard killed mid-run resumes from its checkpoints: nothing checkpointed is fetched
-again, nothing is stored twice, and the final manifest holds each token once.
+again, nothing is stored twice, and the final manifest holds each token once. Runs over
+other ranges or with another shard_size extend the same block manifests.
 """
 
 from __future__ import annotations
@@ -10,16 +11,26 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from _servers import GatewayProxy
 from _stack import MOONBIRDS, Services
+from botocore.exceptions import ClientError
 
 from tasks.manifest import from_parquet, to_parquet
 from tasks.settings import Settings, load_settings
-from tasks.shard import ShardSpec, load_rows, manifest_key, parts_prefix, run_shard
-from tasks.store import ObjectStore
+from tasks.shard import (
+    ShardSpec,
+    load_rows,
+    manifest_key,
+    parts_prefix,
+    plan_shards,
+    run_shard,
+)
+from tasks.store import ObjectStore, StoredBlob
 
 pytestmark = pytest.mark.services
 
@@ -77,7 +88,7 @@ def test_killed_run_resumes_from_checkpoints(services: Services, settings: Setti
     env = settings_env(child_settings)
     assert load_settings(env) == child_settings
     environ = {k: v for k, v in os.environ.items() if not k.startswith("NFT1000_")}
-    log = settings.home / f"{spec.name}-killed.log"
+    log = services.home / f"{spec.name}-killed.log"
     try:
         with open(log, "wb") as out:
             child = subprocess.Popen(
@@ -104,7 +115,7 @@ def test_killed_run_resumes_from_checkpoints(services: Services, settings: Setti
     time.sleep(0.3)  # let S3 finish any upload that was in flight at the kill
 
     assert store.get(manifest_key(store, spec)) is None, "killed too late: shard finished"
-    checkpointed = {int(r.token_id): r for r in load_rows(store, spec).values()}
+    checkpointed = load_rows(store, spec).rows
     assert 0 < len(checkpointed) < MOONBIRDS
     assert all(r.status == "ok" for r in checkpointed.values())
     blobs_at_kill = blob_sizes(store)
@@ -157,3 +168,114 @@ def test_resume_when_every_token_was_checkpointed(services: Services, settings: 
     assert final is not None, "no manifest after the resumed run"
     assert from_parquet(final) == rows
     assert store.list_keys(parts_prefix(store, spec)) == []
+
+
+def test_other_ranges_and_shard_sizes_extend_one_manifest(
+    services: Services, settings: Settings
+) -> None:
+    store = ObjectStore(settings)
+    address = services.moonbirds_address
+    small = plan_shards("Moonbirds", address, range(0, 50), 25)
+    assert small == [ShardSpec("Moonbirds", address, 0, 50, step=25)]
+    first = run_shard(small[0], settings)
+    assert (first.tokens, first.ok, first.http_requests, first.rpc_round_trips) == (50, 50, 100, 2)
+
+    full = plan_shards("Moonbirds", address, range(MOONBIRDS), settings.shard_size)
+    assert [s.name for s in full] == [small[0].name]
+    second = run_shard(full[0], settings)
+    assert (second.tokens, second.ok, second.skipped) == (MOONBIRDS, MOONBIRDS, 50)
+    assert second.http_requests == 2 * (MOONBIRDS - 50)  # metadata and image, new ids only
+
+    key = manifest_key(store, full[0])
+    before = store.get(key)
+    inner = run_shard(ShardSpec("Moonbirds", address, 10, 20), settings)
+    assert (inner.tokens, inner.skipped, inner.http_requests, inner.rpc_round_trips) == (
+        10,
+        10,
+        0,
+        0,
+    )
+    assert store.get(key) == before  # a finished block is not rewritten
+
+    keys = store.list_keys(store.key("manifests", address) + "/")
+    assert keys == [key]
+    counts: Counter[int] = Counter()
+    for k in keys:
+        data = store.get(k)
+        assert data is not None
+        counts.update(int(r.token_id) for r in from_parquet(data))
+    assert counts == Counter(range(MOONBIRDS))  # every token in exactly one manifest row
+
+
+def checkpointed_ids(store: ObjectStore, spec: ShardSpec) -> set[int]:
+    ids: set[int] = set()
+    for key in store.list_keys(parts_prefix(store, spec)):
+        data = store.get(key)
+        if data is not None:
+            ids.update(int(r.token_id) for r in from_parquet(data))
+    return ids
+
+
+def test_checkpoints_on_a_timer_behind_a_slow_token(services: Services, settings: Settings) -> None:
+    """Tokens finished early are checkpointed while a slow one is still downloading."""
+    slow = GatewayProxy(services.gateway, delay_s=1.0).start()
+    try:
+        fast = services.loot_uris[:5]  # data: URIs, no request
+        address = services.deploy_on_chain(
+            "SlowTail", [*fast, f"ipfs://{services.moonbirds.metadata_cid}/0"]
+        )
+        settings = settings.replace(
+            ipfs_gateways=(slow.url,),
+            allow_hosts=(*settings.allow_hosts, slow.host_port),
+            checkpoint_interval_s=0.2,
+        )
+        store = ObjectStore(settings)
+        spec = ShardSpec("SlowTail", address, 1, 7)
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(run_shard, spec, settings)
+            early: set[int] = set()
+            deadline = time.monotonic() + WAIT_S
+            while len(early) < len(fast):
+                assert not running.done(), "the shard ended before the early checkpoints"
+                assert time.monotonic() < deadline, "no checkpoint in time"
+                time.sleep(0.05)
+                early = checkpointed_ids(store, spec)
+            assert store.get(manifest_key(store, spec)) is None
+            result = running.result(WAIT_S)
+    finally:
+        slow.stop()
+    assert early == set(range(1, 6))  # the slow token was still in flight
+    assert (result.ok, result.http_requests) == (6, 2)
+    assert store.list_keys(parts_prefix(store, spec)) == []
+
+
+def test_a_store_failure_stops_the_shard_at_once(
+    services: Services, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One token's object-store error cancels the slow others; the retry then finishes."""
+    slow = GatewayProxy(services.gateway, delay_s=1.5).start()
+    try:
+        ipfs = [f"ipfs://{services.moonbirds.metadata_cid}/{i}" for i in range(5)]
+        address = services.deploy_on_chain("StoreDown", [services.loot_uris[0], *ipfs])
+        settings = settings.replace(
+            ipfs_gateways=(slow.url,), allow_hosts=(*settings.allow_hosts, slow.host_port)
+        )
+        spec = ShardSpec("StoreDown", address, 1, 7)
+        put_blob = ObjectStore.put_blob
+
+        def failing_svg(store: ObjectStore, data: bytes, mime: str) -> StoredBlob:
+            if mime == "image/svg+xml":
+                raise ClientError({"Error": {"Code": "SlowDown"}}, "PutObject")
+            return put_blob(store, data, mime)
+
+        monkeypatch.setattr(ObjectStore, "put_blob", failing_svg)
+        started = time.monotonic()
+        with pytest.raises(ClientError, match="SlowDown"):
+            run_shard(spec, settings)
+        assert time.monotonic() - started < 1.5  # no metadata download was waited for
+        monkeypatch.undo()
+
+        result = run_shard(spec, settings)
+    finally:
+        slow.stop()
+    assert (result.ok, result.skipped) == (6, 0)

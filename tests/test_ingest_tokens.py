@@ -654,7 +654,7 @@ def moonbirds_archive() -> tuple[dict[int, bytes], dict[int, bytes]]:
     return images, metadata
 
 
-def test_moonbirds_in_three_shards_then_rerun(services: Services, settings: Settings) -> None:
+def test_moonbirds_in_three_steps_then_rerun(services: Services, settings: Settings) -> None:
     proxy = GatewayProxy(services.gateway).start()
     try:
         settings = settings.replace(
@@ -662,11 +662,11 @@ def test_moonbirds_in_three_shards_then_rerun(services: Services, settings: Sett
         )
         store = ObjectStore(settings)
         specs = plan_shards("Moonbirds", services.moonbirds_address, range(MOONBIRDS), 100)
-        assert [(s.first, s.end) for s in specs] == [(0, 100), (100, 200), (200, 300)]
+        assert [(s.first, s.end, s.step) for s in specs] == [(0, MOONBIRDS, 100)]  # one block
         results = [run_shard(spec, settings) for spec in specs]
         for r in results:
-            assert (r.tokens, r.ok, r.failed, r.skipped) == (100, 100, Counter(), 0)
-            assert (r.http_requests, r.rpc_round_trips) == (200, 1)
+            assert (r.tokens, r.ok, r.failed, r.skipped) == (MOONBIRDS, MOONBIRDS, Counter(), 0)
+            assert (r.http_requests, r.rpc_round_trips) == (2 * MOONBIRDS, 3)  # 3 steps of 100
         assert proxy.count() == 2 * MOONBIRDS  # one metadata and one image CAR per token
 
         manifests = store.list_keys(store.key("manifests") + "/")
@@ -705,7 +705,7 @@ def test_moonbirds_in_three_shards_then_rerun(services: Services, settings: Sett
         again = [run_shard(spec, settings) for spec in specs]
         for r in again:
             assert (r.http_requests, r.rpc_round_trips, r.new_bytes) == (0, 0, 0)
-            assert (r.tokens, r.ok, r.skipped) == (100, 100, 100)
+            assert (r.tokens, r.ok, r.skipped) == (MOONBIRDS, MOONBIRDS, MOONBIRDS)
         assert proxy.count() == 2 * MOONBIRDS  # the gateway was asked nothing more
         assert blob_listing(store) == blobs_before  # not one blob written again
         assert {k: store.get(k) for k in manifests} == manifest_bytes
