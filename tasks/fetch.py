@@ -122,7 +122,6 @@ class SafeFetcher:
         self._allow = frozenset(h.lower() for h in settings.allow_hosts)
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._slots: dict[str, asyncio.Semaphore] = {}
         self._session: aiohttp.ClientSession | None = None
         self._resolver: _PublicResolver | None = None
 
@@ -211,25 +210,20 @@ class SafeFetcher:
         if self._session is None:
             raise RuntimeError("use SafeFetcher as an async context manager")
         headers = {"Accept": accept} if accept else {}
-        key = _host_key(url.raw_host or "", url.port or 0)
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = asyncio.Semaphore(self._settings.per_host_concurrency)
-        async with slot:
-            try:
-                async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
-                    return await self._read(url, resp, max_bytes)
-            except TimeoutError:
-                raise _Retry(ItemError("timeout", f"timed out on {_short(url)}")) from None
-            except (aiohttp.ClientConnectorDNSError, aiohttp.ClientSSLError) as exc:
-                # Not retried here (dead domains and bad certificates are common and
-                # do not heal in seconds); still retryable by a later run.
-                raise ItemError("connection", f"{type(exc).__name__}: {exc}") from None
-            except aiohttp.InvalidURL:
-                raise ItemError("bad_uri", f"aiohttp refused {_short(url)}") from None
-            except aiohttp.ClientError as exc:
-                error = ItemError("connection", f"{type(exc).__name__} on {_short(url)}")
-                raise _Retry(error) from None
+        try:
+            async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
+                return await self._read(url, resp, max_bytes)
+        except TimeoutError:
+            raise _Retry(ItemError("timeout", f"timed out on {_short(url)}")) from None
+        except (aiohttp.ClientConnectorDNSError, aiohttp.ClientSSLError) as exc:
+            # Not retried here (dead domains and bad certificates are common and
+            # do not heal in seconds); still retryable by a later run.
+            raise ItemError("connection", f"{type(exc).__name__}: {exc}") from None
+        except aiohttp.InvalidURL:
+            raise ItemError("bad_uri", f"aiohttp refused {_short(url)}") from None
+        except aiohttp.ClientError as exc:
+            error = ItemError("connection", f"{type(exc).__name__} on {_short(url)}")
+            raise _Retry(error) from None
 
     async def _read(
         self, url: URL, resp: aiohttp.ClientResponse, max_bytes: int
