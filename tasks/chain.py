@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from eth_abi.abi import decode, encode
@@ -22,6 +22,8 @@ from eth_abi.exceptions import DecodingError
 from eth_hash.auto import keccak
 
 from tasks.errors import ItemError
+
+T = TypeVar("T")
 
 MAX_STRING_BYTES = 1 << 20  # a tokenURI, name or symbol longer than this is refused
 MAX_RESPONSE_BYTES = 64 << 20  # one HTTP reply; a larger one is split into smaller batches
@@ -125,24 +127,23 @@ def _token_uri(reply: Mapping[str, Any] | None) -> str | ItemError:
         return ItemError("rpc_error", f"tokenURI result is undecodable: {e}", retryable=False)
 
 
-def _optional_string(reply: Mapping[str, Any] | None) -> str | None:
+def _optional(reply: Mapping[str, Any] | None, decode: Callable[[str], T]) -> T | None:
+    """A decoded answer to an optional call (name, ownerOf...), or None if it has none."""
     result = _reply_hex(reply)
     if isinstance(result, ItemError):
         return None
     try:
-        return decode_string(result)
+        return decode(result)
     except ValueError:
         return None
+
+
+def _optional_string(reply: Mapping[str, Any] | None) -> str | None:
+    return _optional(reply, decode_string)
 
 
 def _optional_uint(reply: Mapping[str, Any] | None) -> int | None:
-    result = _reply_hex(reply)
-    if isinstance(result, ItemError):
-        return None
-    try:
-        return _decode_uint(result)
-    except ValueError:
-        return None
+    return _optional(reply, _decode_uint)
 
 
 class ChainReader:
