@@ -1,5 +1,6 @@
 -- Every token with its collection's split, and whether it is in the seeded mini subset
--- (at most $per_collection tokens per collection). Needs `tokens(collection, token_id)`
+-- (at most $per_collection tokens per collection). Needs `tokens(collection, contract,
+-- token_id)`
 -- and `collection_splits(collection, split)`. token_id is the decimal id as text, so ids
 -- beyond 64 bits hash and compare exactly. Ranking by sha256(seed, collection, token_id)
 -- is a random draw that the same seed repeats on any machine and DuckDB version.
@@ -19,6 +20,7 @@ WITH
     ranked AS (
         SELECT
             t.collection,
+            t.contract,
             t.token_id,
             CASE
                 WHEN s.split IS NULL
@@ -26,11 +28,11 @@ WITH
                 ELSE s.split
             END AS split,
             row_number() OVER (
-                PARTITION BY t.collection
+                PARTITION BY t.contract
                 ORDER BY sha256(concat_ws('/', $seed, t.collection, t.token_id)), t.token_id
             ) AS draw
-        FROM (SELECT DISTINCT collection, token_id FROM tokens) AS t
+        FROM (SELECT DISTINCT collection, contract, token_id FROM tokens) AS t
         LEFT JOIN one_split AS s USING (collection)
     )
-SELECT collection, token_id, split, draw <= $per_collection AS in_mini
+SELECT collection, contract, token_id, split, draw <= $per_collection AS in_mini
 FROM ranked;

@@ -20,7 +20,7 @@ from tasks.errors import ItemError
 
 # Formats Pillow may open: the image formats NFT collections actually use.
 # Restricting the plugin list keeps rarely-audited decoders away from token data.
-_PILLOW_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
+PILLOW_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
 _MIME_BY_FORMAT = {
     "PNG": "image/png",
     "JPEG": "image/jpeg",
@@ -116,7 +116,7 @@ def inspect_image(data: bytes) -> ImageInfo:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS) as im:
+            with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as im:
                 fmt = im.format or ""
                 width, height = im.size
                 im.verify()

@@ -233,7 +233,7 @@ def _display_type(where: str, raw: Any, out: _Builder) -> str | None:
     if not isinstance(raw, str):
         out.problem(f"{where}: display_type is {_kind(raw)}, ignored")
         return None
-    if _is_none_like(_clean(raw)):
+    if _is_none_like(clean_text(raw)):
         return None
     return _text(where, "display_type", raw, out)
 
@@ -241,7 +241,7 @@ def _display_type(where: str, raw: Any, out: _Builder) -> str | None:
 def _text(where: str, field: str, raw: Any, out: _Builder) -> str | None:
     """Clean text for a scalar, or None (with the reason recorded) if it is unusable."""
     if isinstance(raw, str):
-        text = _clean(raw)
+        text = clean_text(raw)
         if _is_none_like(text):
             out.problem(f"{where}: {field} is empty or none-like")
             return None
@@ -273,7 +273,7 @@ def _number_text(number: int | float) -> str | None:
     return text if len(text) <= MAX_TEXT else None
 
 
-def _clean(text: str) -> str:
+def clean_text(text: str) -> str:
     """NFC, no control or format characters, single spaces, no outer whitespace."""
     if not text.isprintable():  # fast path: printable text has no controls or odd spaces
         text = "".join(
@@ -294,7 +294,7 @@ def _has_content(value: Any) -> bool:
     """Whether a trait key holds anything: not null, an empty container or none-like text."""
     if value is None or (isinstance(value, list | Mapping) and not value):
         return False
-    return not (isinstance(value, str) and _is_none_like(_clean(value)))
+    return not (isinstance(value, str) and _is_none_like(clean_text(value)))
 
 
 def _kind(value: Any) -> str:

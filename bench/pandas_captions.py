@@ -1,0 +1,224 @@
+"""The baseline for bench/tables: the caption build written plainly in pandas.
+
+Same rules as the DuckDB build. Each token gets two rows:
+
+- ``template`` (the NFT1000 authors', preferred=false): "A picture of
+  {collection}, containing" then "{value} {trait_type}" per trait in order
+  ("{value}" alone when the trait type is ""); with no traits "A picture of
+  {collection}".
+- ours (preferred=true): ``visual_template``, the same over the visual traits
+  only, when there are any; else ``name_description``, "A picture of
+  {collection}," then "{name}." and the description, when either is set; else
+  ``collection``, "A picture of {collection}".
+
+``clip_tokens`` counts open_clip's CLIP tokens of the whole caption with the
+start and end tokens, before truncation to 77; ``traits_kept`` counts the trait
+segments that end within the first 75 content tokens.
+
+Written as a pandas user would: one DataFrame, traits exploded to one row per
+trait, string columns concatenated, a ``map`` of the tokenizer over segments and
+captions, ``groupby`` for running totals. Caching: the tokenizer's own per-word
+BPE cache, plus an ``lru_cache`` on segment texts (trait segments and caption
+heads repeat across tokens); whole captions are not cached. pyarrow is not a
+dependency, so DuckDB reads the parquet into pandas and writes the result back;
+all the work in between is pandas.
+
+    python -m bench.pandas_captions TOKENS OUT.parquet   # prints JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+from open_clip.tokenizer import SimpleTokenizer
+
+CONTEXT_LENGTH = 77  # CLIP's, start and end tokens included
+CONTENT_TOKENS = CONTEXT_LENGTH - 2
+COLUMNS = [
+    "collection",
+    "contract",
+    "token_id",
+    "method",
+    "preferred",
+    "caption",
+    "clip_tokens",
+    "truncated",
+    "traits_total",
+    "traits_kept",
+]
+
+
+@cache
+def _tokenizer() -> SimpleTokenizer:
+    return SimpleTokenizer()
+
+
+def caption_tokens(caption: str) -> int:
+    """CLIP tokens of a caption, start and end included, before truncation."""
+    return len(_tokenizer().encode(caption)) + 2
+
+
+@lru_cache(maxsize=1 << 20)
+def segment_tokens(segment: str) -> int:
+    """Content tokens of one segment (tokens never span the space between segments)."""
+    return len(_tokenizer().encode(segment))
+
+
+def read_tokens(path: Path) -> pd.DataFrame:
+    """The tokens table's caption columns from one parquet file or a folder of them."""
+    source = str(path / "**" / "*.parquet") if path.is_dir() else str(path)
+    with duckdb.connect() as con:
+        return (
+            con.read_parquet(source)
+            .project("collection, contract, token_id, name, description, traits")
+            .df()
+        )
+
+
+def build_captions(tokens: pd.DataFrame) -> pd.DataFrame:
+    """Two caption rows per token (template, then ours), in the tokens' order."""
+    tokens = tokens.reset_index(drop=True)
+    traits = _exploded_traits(tokens)
+    template = _trait_captions(tokens, traits, "template")
+    visual = _trait_captions(tokens, traits[traits["visual"]], "visual_template")
+    ours = _name_description(tokens)
+    bare = ours["caption"].isna()
+    ours.loc[bare, "method"] = "collection"
+    ours.loc[bare, "caption"] = "A picture of " + tokens.loc[bare, "collection"]
+    has_visual = visual["traits_total"] > 0
+    ours.loc[has_visual] = visual.loc[has_visual]
+    ids = tokens[["collection", "contract", "token_id"]]
+    out = pd.concat(
+        [ids.join(template.assign(preferred=False)), ids.join(ours.assign(preferred=True))]
+    )
+    out = out.sort_index(kind="stable")
+    out["clip_tokens"] = out["caption"].map(caption_tokens)
+    out["truncated"] = out["clip_tokens"] > CONTEXT_LENGTH
+    return out[COLUMNS].reset_index(drop=True)
+
+
+def _exploded_traits(tokens: pd.DataFrame) -> pd.DataFrame:
+    """One row per trait, indexed by its token's row, in trait order, with its segment."""
+    exploded = tokens["traits"].explode().dropna()
+    traits = pd.DataFrame(exploded.tolist(), index=exploded.index)
+    if traits.empty:
+        traits = pd.DataFrame(
+            {"trait_type": [], "value": [], "visual": []}, index=pd.Index([], dtype="int64")
+        )
+    traits["visual"] = traits["visual"].astype(bool)
+    traits["segment"] = (traits["value"] + " " + traits["trait_type"]).where(
+        traits["trait_type"] != "", traits["value"]
+    )
+    traits["tokens"] = traits["segment"].map(segment_tokens).astype("int64")
+    return traits
+
+
+def _trait_captions(tokens: pd.DataFrame, traits: pd.DataFrame, method: str) -> pd.DataFrame:
+    """The template over the given traits; tokens without any get the bare head."""
+    head = "A picture of " + tokens["collection"] + ", containing"
+    head_tokens = head.map(segment_tokens)
+    ends = traits.groupby(level=0)["tokens"].cumsum() + head_tokens.loc[traits.index].to_numpy()
+    kept = (ends <= CONTENT_TOKENS).groupby(level=0).sum()
+    total = traits.groupby(level=0).size()
+    # Summing " "-prefixed strings joins them; agg(" ".join) is 8x slower (a Python call per group).
+    body = (" " + traits["segment"]).groupby(level=0).sum()
+    frame = pd.DataFrame(
+        {
+            "method": method,
+            "caption": head + body.reindex(tokens.index),
+            "traits_total": total.reindex(tokens.index, fill_value=0).astype("int64"),
+            "traits_kept": kept.reindex(tokens.index, fill_value=0).astype("int64"),
+        },
+        index=tokens.index,
+    )
+    bare = frame["traits_total"] == 0
+    frame.loc[bare, "caption"] = "A picture of " + tokens.loc[bare, "collection"]
+    return frame
+
+
+def _name_description(tokens: pd.DataFrame) -> pd.DataFrame:
+    """The name and description caption; caption is NA where the token has neither."""
+    name = tokens["name"].fillna("")
+    description = tokens["description"].fillna("")
+    caption = (
+        "A picture of "
+        + tokens["collection"]
+        + ","
+        + (" " + name + ".").where(name != "", "")
+        + (" " + description).where(description != "", "")
+    )
+    return pd.DataFrame(
+        {
+            "method": "name_description",
+            "caption": caption.where((name != "") | (description != "")),
+            "traits_total": 0,
+            "traits_kept": 0,
+        },
+        index=tokens.index,
+    )
+
+
+def write_captions(captions: pd.DataFrame, path: Path) -> None:
+    """Write the captions as parquet (through DuckDB, as there is no pyarrow)."""
+    with duckdb.connect() as con:
+        con.register("captions", captions)
+        con.execute(f"COPY captions TO '{_quoted(str(path))}' (FORMAT parquet)")
+
+
+def _quoted(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def run(tokens_path: Path, out_path: Path) -> dict[str, Any]:
+    """Read, build and write once; the timings and this process's peak RSS."""
+    started = time.monotonic()
+    _tokenizer()
+    imported = time.monotonic()
+    tokens = read_tokens(tokens_path)
+    read = time.monotonic()
+    captions = build_captions(tokens)
+    built = time.monotonic()
+    write_captions(captions, out_path)
+    written = time.monotonic()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return {
+        "tokens": len(tokens),
+        "captions": len(captions),
+        "tokenizer_load_seconds": round(imported - started, 3),
+        "read_seconds": round(read - imported, 3),
+        "build_seconds": round(built - read, 3),
+        "write_seconds": round(written - built, 3),
+        "tokens_per_s": round(len(tokens) / (written - imported)),
+        "peak_rss_mib": round(peak / 1024, 1),
+    }
+
+
+def command(tokens_path: Path, out_path: Path) -> list[str]:
+    """The command line that runs the baseline alone in a fresh process.
+
+    Run it with subprocess and read the child's peak RSS from
+    ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` (or the printed JSON's
+    ``peak_rss_mib``); both include the open_clip/torch import.
+    """
+    return [sys.executable, "-m", "bench.pandas_captions", str(tokens_path), str(out_path)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tokens", type=Path, help="a tokens parquet file or folder")
+    parser.add_argument("out", type=Path, help="the captions parquet to write")
+    args = parser.parse_args()
+    print(json.dumps(run(args.tokens, args.out)))
+
+
+if __name__ == "__main__":
+    main()

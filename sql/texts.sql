@@ -1,0 +1,58 @@
+-- Captions and prompts (METHOD.md section 3), two methods each:
+--   captions: 'template' (the authors': every trait, metadata order), and ours,
+--     preferred: 'visual_template' (visual traits only), else 'name_description'
+--     (the token's name and description), else 'collection';
+--   prompts: 'tags' (every trait), and ours: 'visual_tags', else 'name', else 'collection'.
+-- A text is a head ("A picture of Moonbirds, containing") and a body (the traits,
+-- or the name and description). CLIP token counts are sums over the distinct
+-- strings a text is made of, each counted once (no CLIP token spans a space).
+
+CREATE OR REPLACE MACRO trait_text(trait_type, value) AS
+    CASE WHEN trait_type = '' THEN value ELSE value || ' ' || trait_type END;
+
+CREATE OR REPLACE MACRO trait_texts(traits) AS
+    list_transform(traits, t -> trait_text(t.trait_type, t.value));
+
+-- Which of our methods a described token gets.
+CREATE OR REPLACE VIEW text_basis AS
+SELECT *,
+    CASE
+        WHEN len(visual_traits) > 0 THEN 'visual'
+        WHEN name IS NOT NULL OR description IS NOT NULL THEN 'described'
+        ELSE 'collection'
+    END AS basis
+FROM described;
+
+CREATE OR REPLACE MACRO caption_head(collection, has_traits) AS
+    'A picture of ' || collection || CASE WHEN has_traits THEN ', containing' ELSE '' END;
+
+CREATE OR REPLACE MACRO prompt_head(collection, has_traits) AS
+    collection || CASE WHEN has_traits THEN ',' ELSE '' END;
+
+-- Every distinct string whose CLIP tokens a text's count is summed from.
+CREATE OR REPLACE TABLE strings_to_count AS
+WITH
+    collections AS (SELECT DISTINCT collection FROM described),
+    traits AS (SELECT DISTINCT trait_text(trait_type, value) AS text FROM token_traits)
+SELECT DISTINCT text FROM (
+    SELECT caption_head(collection, true) AS text FROM collections
+    UNION ALL SELECT caption_head(collection, false) FROM collections
+    UNION ALL SELECT 'A picture of ' || collection || ',' FROM collections
+    UNION ALL SELECT prompt_head(collection, true) FROM collections
+    UNION ALL SELECT prompt_head(collection, false) FROM collections
+    UNION ALL SELECT text FROM traits
+    UNION ALL SELECT text || ',' FROM traits
+    UNION ALL SELECT name FROM described WHERE name IS NOT NULL
+    UNION ALL SELECT name || '.' FROM described WHERE name IS NOT NULL
+    UNION ALL SELECT description FROM described WHERE description IS NOT NULL
+);
+
+-- Words (split at ASCII spaces) are counted by their shape: CLIP makes every digit a
+-- token of its own, so "#1234" and "#5678" take as many tokens and "#0000" stands for
+-- both; without this, ids in names would make a million words to count. Words with
+-- "&" keep their digits (HTML entities such as "&#49;" are decoded before counting).
+CREATE OR REPLACE MACRO word_shape(word) AS
+    CASE WHEN contains(word, '&') THEN word ELSE regexp_replace(word, '[0-9]', '0', 'g') END;
+
+CREATE OR REPLACE VIEW words_to_count AS
+SELECT DISTINCT word_shape(unnest(string_split(text, ' '))) AS word FROM strings_to_count;

@@ -1,0 +1,48 @@
+"""What an export writes per token, read from the tables (``sql/export_items.sql``).
+
+Both export formats (the NFT1000 folder layout and WebDataset shards) take the
+same items; only tokens whose image was stored are exported.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Characters kept in folder and file names; NFT1000's own names use only these.
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
+
+
+@dataclass(frozen=True)
+class ExportItem:
+    collection: str
+    contract: str
+    token_id: str
+    split: str
+    in_mini: bool
+    metadata_key: str
+    image_key: str
+    image_mime: str
+    caption: str  # the preferred caption (tables: captions.preferred)
+    prompt: str  # the preferred prompt
+    folder: str  # the collection's folder name in exports (safe_names)
+
+
+def safe_names(collections: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """A file-system and WebDataset safe folder name per (collection, contract).
+
+    Names are attacker-controlled (contracts name themselves): anything outside
+    ``[A-Za-z0-9_-]`` becomes ``_``, so names cannot climb folders or hold the
+    dots WebDataset splits keys on. Two collections that end up with one name
+    get their contract's first hex digits appended, so none is merged.
+    """
+    base = {
+        pair: _UNSAFE.sub("_", pair[0]).strip("_")[:100] or "collection" for pair in collections
+    }
+    taken: dict[str, int] = {}
+    for name in base.values():
+        taken[name] = taken.get(name, 0) + 1
+    return {
+        pair: name if taken[name] == 1 else f"{name}-{pair[1].removeprefix('0x')[:8]}"
+        for pair, name in base.items()
+    }

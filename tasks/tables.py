@@ -1,0 +1,149 @@
+"""Build the dataset tables from the tokens files, in DuckDB, and write them out.
+
+Every table is SQL in ``sql/`` over ``tokens`` (tasks/token_table.py wrote one
+parquet file per manifest block). The only Python in the loop counts CLIP
+tokens of each distinct word (tasks/clip_tokens.py). Per-token tables are
+views that stream from the tokens files into their parquet output, so memory
+stays bounded by DuckDB's limit however many tokens there are.
+
+Outputs under the root (an s3:// URL or a local folder):
+``traits``, ``rarity``, ``captions``, ``prompts``, ``splits``,
+``collection_splits`` (each ``<name>.parquet``) and
+``dashboards/<contract>.json`` (each collection's metadata_dashboard.json).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from tasks import clip_tokens
+from tasks.duck import join, quote, run_sql
+from tasks.folders import Folder
+from tasks.splits import Partitioning, build_splits, register_collection_splits
+
+# Table name -> the query whose rows it holds.
+OUTPUTS = {
+    "traits": "SELECT collection, contract, trait_type, value, display_type, count, frequency "
+    "FROM trait_counts ORDER BY contract, trait_type, count DESC, value",
+    "rarity": "SELECT * FROM rarity_scores",
+    "captions": "SELECT collection, contract, token_id, method, preferred, text AS caption, "
+    "clip_tokens, truncated, traits_total, traits_kept FROM texts WHERE kind = 'caption'",
+    "prompts": "SELECT collection, contract, token_id, method, preferred, text AS prompt, "
+    "clip_tokens, truncated, traits_total, traits_kept FROM texts WHERE kind = 'prompt'",
+    "splits": "SELECT * FROM splits",
+    "collection_splits": "SELECT * FROM collection_splits ORDER BY collection",
+}
+
+
+@dataclass
+class TablesResult:
+    tokens: int = 0  # rows of tokens read
+    described: int = 0  # tokens whose metadata was read
+    collections: int = 0
+    words: int = 0  # distinct words whose CLIP tokens were counted
+    rows: dict[str, int] = field(default_factory=dict)  # rows written per table
+    seconds: dict[str, float] = field(default_factory=dict)  # per step
+
+
+def build_tables(
+    con: duckdb.DuckDBPyConnection,
+    tokens_files: str | list[str],
+    out: Folder,
+    partitioning: Partitioning,
+    *,
+    seed: int = 0,
+    mini_per_collection: int = 1000,
+) -> TablesResult:
+    """Build every table from the tokens files and write them under ``out``."""
+    result = TablesResult()
+    if not out.url.startswith("s3://"):
+        Path(out.url).mkdir(parents=True, exist_ok=True)  # COPY does not create folders
+    clock = _Clock(result)
+    con.execute("SET VARIABLE tokens_files = ?", [tokens_files])
+    con.execute("SET VARIABLE context = ?", [clip_tokens.CONTEXT_LENGTH])
+    run_sql(con, "tables_inputs")
+    result.tokens, result.described = _one(con, "SELECT count(*), count(metadata_key) FROM tokens")
+    clock.lap("read tokens")
+
+    run_sql(con, "traits")
+    # The rarity ranks are a window over all tokens: computed once, used twice.
+    con.execute("CREATE OR REPLACE TABLE rarity_scores AS SELECT * FROM rarity")
+    result.collections = _one(con, "SELECT count(*) FROM collection_sizes")[0]
+    clock.lap("traits and rarity")
+
+    run_sql(con, "texts")
+    result.words = _count_words(con)
+    run_sql(con, "texts_counted")
+    clock.lap("words")
+
+    register_collection_splits(con, partitioning)
+    build_splits(con, seed, mini_per_collection)
+    clock.lap("splits")
+
+    for name, query in OUTPUTS.items():
+        result.rows[name] = _copy(con, query, join(out.url, f"{name}.parquet"))
+        clock.lap(name)
+    _write_dashboards(con, out)
+    clock.lap("dashboards")
+    return result
+
+
+def _one(con: duckdb.DuckDBPyConnection, query: str) -> tuple[int, ...]:
+    row = con.execute(query).fetchone()
+    assert row is not None  # aggregates always return a row
+    return tuple(int(v) for v in row)
+
+
+def _count_words(con: duckdb.DuckDBPyConnection) -> int:
+    """Fill ``clip_words(word, tokens)`` for every distinct word of every text."""
+    words = [w for (w,) in con.execute("SELECT word FROM words_to_count").fetchall()]
+    counts = clip_tokens.word_counts(words)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "words.jsonl"
+        path.write_text(
+            "".join(
+                json.dumps({"word": w, "tokens": n}) + "\n"
+                for w, n in zip(words, counts, strict=True)
+            ),
+            encoding="utf-8",
+        )
+        con.execute(
+            "CREATE OR REPLACE TABLE clip_words AS SELECT * FROM read_json(?, "
+            "format = 'newline_delimited', columns = {'word': 'VARCHAR', 'tokens': 'INTEGER'})",
+            [str(path)],
+        )
+    return len(words)
+
+
+def _copy(con: duckdb.DuckDBPyConnection, query: str, target: str) -> int:
+    """COPY a query to one parquet file; the rows written."""
+    row = con.execute(
+        f"COPY ({query}) TO {quote(target)} (FORMAT parquet, COMPRESSION zstd)"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _write_dashboards(con: duckdb.DuckDBPyConnection, out: Folder) -> None:
+    run_sql(con, "dashboard")
+    cursor = con.execute("SELECT contract, dashboard FROM dashboards")
+    while (row := cursor.fetchone()) is not None:
+        contract, dashboard = row
+        pretty = json.dumps(json.loads(dashboard), ensure_ascii=False, indent=1)
+        out.put(f"dashboards/{contract}.json", pretty.encode("utf-8"))
+
+
+class _Clock:
+    def __init__(self, result: TablesResult) -> None:
+        self.result = result
+        self.last = time.monotonic()
+
+    def lap(self, step: str) -> None:
+        now = time.monotonic()
+        self.result.seconds[step] = round(now - self.last, 3)
+        self.last = now
