@@ -41,6 +41,8 @@ import duckdb
 import pandas as pd
 from open_clip.tokenizer import SimpleTokenizer
 
+from tasks.duck import quote
+
 CONTEXT_LENGTH = 77  # CLIP's, start and end tokens included
 CONTENT_TOKENS = CONTEXT_LENGTH - 2
 COLUMNS = [
@@ -171,11 +173,7 @@ def write_captions(captions: pd.DataFrame, path: Path) -> None:
     """Write the captions as parquet (through DuckDB, as there is no pyarrow)."""
     with duckdb.connect() as con:
         con.register("captions", captions)
-        con.execute(f"COPY captions TO '{_quoted(str(path))}' (FORMAT parquet)")
-
-
-def _quoted(text: str) -> str:
-    return text.replace("'", "''")
+        con.execute(f"COPY captions TO {quote(str(path))} (FORMAT parquet)")
 
 
 def run(tokens_path: Path, out_path: Path) -> dict[str, Any]:

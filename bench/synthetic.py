@@ -126,22 +126,27 @@ class SyntheticCollection:
     def end_id(self) -> int:
         return self.first_id + self.count
 
+    @property
+    def block_numbers(self) -> range:
+        """The manifest blocks the ids fall in (block k holds ids [k*BLOCK, (k+1)*BLOCK))."""
+        return range(self.first_id // BLOCK, (self.end_id - 1) // BLOCK + 1)
+
     def blocks(self) -> Iterator[Block]:
         """The collection's tokens, one manifest block of ids at a time."""
-        first = self.first_id
-        while first < self.end_id:
-            end = min(self.end_id, first - first % BLOCK + BLOCK)
-            yield self.block(first, end)
-            first = end
+        for number in self.block_numbers:
+            yield self.block(number)
 
-    def block(self, first: int, end: int) -> Block:
-        """Tokens ``first .. end - 1`` (inside one block); same bytes however they are cut."""
-        if not self.first_id <= first < end <= self.end_id:
-            raise ValueError(f"ids {first}..{end - 1} are not in {self.name}")
-        if first // BLOCK != (end - 1) // BLOCK:
-            raise ValueError(f"ids {first}..{end - 1} are not inside one block")
+    def block(self, number: int) -> Block:
+        """The collection's tokens in manifest block ``number``, drawn from that block's seed.
+
+        The same bytes whichever blocks are made before it, or in which process.
+        """
+        first = max(self.first_id, number * BLOCK)
+        end = min(self.end_id, (number + 1) * BLOCK)
+        if first >= end:
+            raise ValueError(f"{self.name} has no ids in block {number}")
         ids = list(range(first, end))
-        rng = np.random.default_rng([self.seed, self.index, first])
+        rng = np.random.default_rng([self.seed, self.index, number])
         tokens = _MAKERS[self.shape](self, ids, rng)
         return Block(self.name, self.contract, ids, [json.dumps(t).encode() for t in tokens])
 
@@ -306,6 +311,7 @@ def _opensea(col: SyntheticCollection, ids: list[int], rng: np.random.Generator)
     focus = np.round(rng.uniform(0, 10, size=n), 1).tolist()
     sparkle = rng.integers(1, 101, size=n).tolist()
     birthday = (_EPOCH + rng.integers(0, 730, size=n) * _DAY).tolist()
+    minted = (_EPOCH + rng.integers(0, 730 * _DAY, size=n)).tolist()
     base = _image_base(col)
     for i, token_id in enumerate(ids):
         attributes: list[dict[str, Any]] = []
@@ -327,6 +333,7 @@ def _opensea(col: SyntheticCollection, ids: list[int], rng: np.random.Generator)
                 {"display_type": "boost_number", "trait_type": "Focus", "value": focus[i]},
                 {"display_type": "boost_percentage", "trait_type": "Sparkle", "value": sparkle[i]},
                 {"display_type": "date", "trait_type": "Birthday", "value": birthday[i]},
+                {"display_type": "date", "trait_type": "Minted", "value": minted[i]},
             ]
         yield {
             "name": f"{col.name} #{token_id}",

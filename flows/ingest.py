@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
@@ -21,9 +21,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.futures import PrefectFuture, as_completed
-from prefect.task_runners import TaskRunner
-from prefect_dask.task_runners import DaskTaskRunner
 
+from flows.runner import artifact_key, task_runner
 from tasks.chain import ChainReader, CollectionFacts, RpcError
 from tasks.registry import CollectionTarget, collection_name, load_registry, parse_target
 from tasks.settings import Settings, load_settings
@@ -31,18 +30,6 @@ from tasks.shard import ShardResult, ShardSpec, plan_shards, run_shard
 from tasks.store import ObjectStore
 
 SETTINGS = load_settings()
-
-
-def task_runner(settings: Settings) -> TaskRunner[PrefectFuture[Any]]:
-    """The configured Dask scheduler, or a local cluster of worker processes."""
-    if settings.dask_address:
-        runner = DaskTaskRunner(address=settings.dask_address)
-    else:
-        runner = DaskTaskRunner(
-            cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "dashboard_address": None}
-        )
-    # prefect-dask's runner is generic over its own future type, a PrefectFuture.
-    return cast(TaskRunner[PrefectFuture[Any]], runner)
 
 
 @dataclass(frozen=True)
@@ -122,7 +109,7 @@ def ingest(
         progress[plan.target.address] = cast(
             UUID,
             create_progress_artifact(
-                0.0, key=_artifact_key("ingest", name), description=f"{name}: shards done"
+                0.0, key=artifact_key("ingest", name), description=f"{name}: shards done"
             ),
         )
         shard_futures += [ingest_shard.submit(s, settings) for s in plan.shards]
@@ -187,9 +174,3 @@ class _Totals:
             # Tokens fetched this run per second since the flow started.
             "tokens_per_s": round(fetched / self.seconds, 1) if self.seconds else 0.0,
         }
-
-
-def _artifact_key(*parts: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    text = "-".join(parts).lower()
-    return "".join(c if c.isalnum() and c.isascii() else "-" for c in text).strip("-")

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from infra import deployments, stack
+from infra import deployments, sql_shell, stack
 from infra.process import ServiceError
 from tasks.settings import load_settings
 from tasks.store import ObjectStore
@@ -151,8 +151,28 @@ def _run_demo(args: argparse.Namespace) -> int:
     _print_summary(env)
     if outcome.flow_run_id:
         print(f"\nflow run: {deployments.flow_run_url(env, outcome.flow_run_id)}")
+    if not outcome.completed:
+        return 1
+    # The completed ingest also triggers nft1000/tables; its concurrency limit of one
+    # queues that run behind this one, which then finds every block up to date.
+    tables = deployments.run(env, "nft1000/tables")
+    if tables.flow_run_id:
+        print(f"\ntables run: {deployments.flow_run_url(env, tables.flow_run_id)}")
+    print('\nquery the tables: nft1000 sql "SELECT * FROM captions LIMIT 5"')
     print(f'\nfor a shell: eval "$(nft1000 stack env --home {cfg.home})"; stop: make stop')
-    return 0 if outcome.completed else 1
+    return 0 if tables.completed else 1
+
+
+def _configure_sql(parser: argparse.ArgumentParser) -> None:
+    _configure_home(parser)
+    parser.add_argument("query", nargs="?", help="SQL to run (default: read from stdin)")
+    parser.add_argument("--max-rows", type=int, default=40, help="rows printed per result")
+
+
+def _run_sql(args: argparse.Namespace) -> int:
+    env = _pipeline_env(args.home)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    return sql_shell.run(load_settings(env), args.query, args.max_rows)
 
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Run]] = {
@@ -160,6 +180,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Run]] 
     "deploy": ("register the nft1000/* deployments of prefect.yaml", _configure_home, _run_deploy),
     "demo": ("stack up, deploy, run nft1000/ingest on the demo", _configure_home, _run_demo),
     "summary": ("per-collection counts from the manifests in S3", _configure_home, _run_summary),
+    "sql": ("DuckDB SQL over the tables in S3 (views: captions, ...)", _configure_sql, _run_sql),
 }
 
 

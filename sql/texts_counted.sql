@@ -122,13 +122,13 @@ WITH counted AS (
     SELECT p.kind, p.collection, p.contract, p.token_id, p.method, p.preferred,
            CASE WHEN p.body = '' THEN p.head ELSE p.head || ' ' || p.body END AS text,
            (2 + h.tokens + coalesce(e1.tokens, 0) + coalesce(e2.tokens, 0)
-               + CASE
+               -- A token without traits has no trait_sums row: its traits add nothing.
+               + coalesce(CASE
                    WHEN p.trait_set = 'all' AND p.kind = 'caption' THEN s.plain_all
                    WHEN p.trait_set = 'visual' AND p.kind = 'caption' THEN s.plain_visual
                    WHEN p.trait_set = 'all' THEN s.comma_all - lc.tokens + lp.tokens
                    WHEN p.trait_set = 'visual' THEN s.comma_visual - lc.tokens + lp.tokens
-                   ELSE 0
-                 END)::INTEGER AS clip_tokens,
+                 END, 0))::INTEGER AS clip_tokens,
            CASE p.trait_set WHEN 'all' THEN coalesce(s.n_all, 0)
                             WHEN 'visual' THEN s.n_visual ELSE 0 END AS traits_total,
            CASE

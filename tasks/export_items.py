@@ -7,7 +7,12 @@ same items; only tokens whose image was stored are exported.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+
+import duckdb
+
+from tasks.duck import sql_text
 
 # Characters kept in folder and file names; NFT1000's own names use only these.
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]+")
@@ -46,3 +51,62 @@ def safe_names(collections: list[tuple[str, str]]) -> dict[tuple[str, str], str]
         pair: name if taken[name] == 1 else f"{name}-{pair[1].removeprefix('0x')[:8]}"
         for pair, name in base.items()
     }
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def export_items(
+    con: duckdb.DuckDBPyConnection,
+    tables: str,
+    *,
+    splits: Sequence[str] = SPLITS,
+    mini_only: bool = False,
+    shuffled: bool = False,
+    seed: int = 0,
+    batch: int = 10_000,
+) -> Iterator[ExportItem]:
+    """Stream the items of an export from the tables under ``tables`` (S3 URL or folder)."""
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown splits {sorted(unknown)}: use {', '.join(SPLITS)}")
+    pairs = con.execute(
+        "SELECT DISTINCT collection, contract FROM read_parquet(? || '/tokens/*/*.parquet')",
+        [tables],
+    ).fetchall()
+    folders = safe_names(sorted((str(c), str(a)) for c, a in pairs))
+    for name, value in {
+        "tables": tables,
+        "splits": list(splits),
+        "mini_only": mini_only,
+        "shuffled": shuffled,
+        "seed": str(seed),
+    }.items():
+        con.execute(f"SET VARIABLE {name} = ?", [value])
+    cursor = con.execute(sql_text("export_items"))
+    while rows := cursor.fetchmany(batch):
+        for (
+            collection,
+            contract,
+            token_id,
+            split,
+            in_mini,
+            metadata_key,
+            image_key,
+            mime,
+            caption,
+            prompt,
+        ) in rows:
+            yield ExportItem(
+                collection,
+                contract,
+                token_id,
+                split,
+                in_mini,
+                metadata_key,
+                image_key,
+                mime,
+                caption,
+                prompt,
+                folder=folders[(collection, contract)],
+            )

@@ -79,6 +79,14 @@ class Settings:
     # Extra collection registries (JSON files: NFT1000's collections.json shape).
     registries: tuple[Path, ...] = field(default_factory=tuple)
 
+    # The NFT1000 split file (partitioning.json); its names are resolved through the
+    # first registry above. None: every collection gets a split hashed from its name.
+    partitioning: Path | None = None
+    # Seed of the mini subset draw and of the WebDataset sample order.
+    seed: int = 0
+    # DuckDB's memory cap for table builds; it spills to disk beyond it.
+    duckdb_memory_limit: str = "4GB"
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with some values changed (tests and CLI flags)."""
         return dataclasses.replace(self, **changes)
@@ -93,6 +101,8 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
         parts = raw if isinstance(raw, list | tuple) else str(raw).split(",")
         items = [str(i).strip() for i in parts if str(i).strip()]
         return tuple(Path(i) for i in items) if name == "registries" else tuple(items)
+    if name == "partitioning":
+        return None if raw in (None, "", "none", "None") else Path(str(raw))
     if name in {"s3_endpoint_url", "dask_address"}:
         return None if raw in (None, "", "none", "None") else str(raw)
     if isinstance(default, int):

@@ -118,6 +118,16 @@ def load_partitioning(partitioning: Path, registry: Path) -> Partitioning:
     return Partitioning(MappingProxyType(splits), MappingProxyType(aliases), tuple(notes))
 
 
+def load_split_rules(partitioning: Path | None, registries: tuple[Path, ...]) -> Partitioning:
+    """The published split when a partitioning file is configured, else hashed splits only."""
+    if partitioning is None:
+        note = "no partitioning file configured: every collection gets a hashed split"
+        return Partitioning(MappingProxyType({}), MappingProxyType({}), (note,))
+    if not registries:
+        raise ValueError("a partitioning file needs the NFT1000 registry (collections.json)")
+    return load_partitioning(partitioning, registries[0])
+
+
 def hashed_split(name: str) -> Split:
     """A split from sha256 of the name: the same on every machine, run and Python process."""
     total = sum(share for _, share in SHARES)

@@ -216,3 +216,11 @@ def manifest_keys(store: ObjectStore, contracts: Sequence[str] | None = None) ->
     )
     keys = [k for p in prefixes for k in store.list_keys(p)]
     return sorted(k for k in keys if k.endswith(".parquet") and "/_parts/" not in k)
+
+
+def prune_tokens(store: ObjectStore, manifests: Sequence[str]) -> int:
+    """Delete tokens files whose manifest is gone, so no table counts a token twice."""
+    wanted = {tokens_key(store, key) for key in manifests}
+    stale = [k for k in store.list_keys(store.key(TABLES_DIR, "tokens") + "/") if k not in wanted]
+    store.delete(stale)
+    return len(stale)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from infra.demo_content import build_moonbirds
 from infra.process import alive, port_open
 from infra.stack import StackConfig, down, port_fields, status, up
 from tasks.chain import ChainReader
+from tasks.duck import connect, tables_root
 from tasks.settings import load_settings
 from tasks.store import ObjectStore
 from tasks.summary import summarize
@@ -160,6 +162,50 @@ def test_ingest_deployment_end_to_end(running_stack: tuple[StackConfig, dict[str
         assert row["http_requests"] == 0 and row["rpc_round_trips"] == 0
         assert row["already_done"] == row["tokens"]
     assert store.list_keys("blobs/") == blobs_before
+
+
+def flow_runs_of(env: dict[str, str], deployment: str) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = get_json(
+        f"{env['PREFECT_API_URL']}/flow_runs/filter",
+        {"deployments": {"name": {"any_": [deployment]}}},
+    )
+    return runs
+
+
+@pytest.mark.services
+@pytest.mark.e2e
+def test_tables_and_export_deployments_end_to_end(
+    running_stack: tuple[StackConfig, dict[str, str]], tmp_path: Path
+) -> None:
+    """The completed ingest triggered nft1000/tables; run it and nft1000/export by hand too."""
+    _, env = running_stack
+    deadline = time.monotonic() + 120
+    while not any(r["state_type"] == "COMPLETED" for r in flow_runs_of(env, "tables")):
+        assert time.monotonic() < deadline, "no nft1000/tables run triggered by the ingest"
+        time.sleep(2)
+
+    tables = deployments.run(env, "nft1000/tables")
+    assert tables.completed
+    settings = load_settings(env)
+    con = connect(settings)
+    root = tables_root(settings)
+    captions = dict(
+        con.execute(
+            f"SELECT collection, any_value(method) FROM '{root}/captions.parquet' "
+            "WHERE preferred GROUP BY collection"
+        ).fetchall()
+    )
+    assert captions == {"Moonbirds": "visual_template", "Loot": "name_description"}
+    counts = con.execute(f"SELECT count(*) FROM '{root}/splits.parquet'").fetchone()
+    assert counts == (25,)
+
+    out = tmp_path / "wds"
+    export = deployments.run(
+        env, "nft1000/export", {"destination": str(out), "samples_per_shard": "10"}
+    )
+    assert export.completed
+    index = json.loads((out / "shards.json").read_text())
+    assert sum(s["samples"] for s in index["splits"].values()) == 25
 
 
 @pytest.mark.services

@@ -1,0 +1,167 @@
+"""`nft1000/export`: the dataset in the formats people train on, to S3 or a folder.
+
+Orchestration only. ``webdataset``: tar shards of a fixed number of samples per
+split, each shard one Dask task (tasks.webdataset), then the shard lists that
+open_clip_train reads. ``nft1000``: the released NFT1000 folder layout, one Dask
+task per block of a collection (tasks.layout_export), plus each collection's
+metadata_dashboard.json. Both are resumable: what is already written is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.futures import PrefectFuture
+
+from flows.runner import task_runner
+from tasks.duck import connect, join, s3_url, tables_root
+from tasks.export_items import SPLITS, ExportItem, export_items
+from tasks.folders import open_folder
+from tasks.layout_export import LayoutExportResult, export_batch, write_dashboard
+from tasks.settings import Settings, load_settings
+from tasks.shard import BLOCK
+from tasks.webdataset import (
+    ShardOptions,
+    ShardPlan,
+    ShardResult,
+    plan_shards,
+    write_index,
+    write_shard,
+)
+
+SETTINGS = load_settings()
+
+
+@task(
+    name="export-shard",
+    retries=2,
+    retry_delay_seconds=10,
+    task_run_name="{plan.split} {plan.index}",
+)
+def export_shard(
+    plan: ShardPlan, destination: str, settings: Settings, options: ShardOptions
+) -> ShardResult:
+    return write_shard(plan, destination, settings, options)
+
+
+@task(name="export-layout", retries=2, retry_delay_seconds=10)
+def export_layout_batch(
+    items: list[ExportItem], destination: str, settings: Settings
+) -> LayoutExportResult:
+    return export_batch(items, destination, settings)
+
+
+@flow(name="nft1000", task_runner=task_runner(SETTINGS), log_prints=True)
+def export(
+    format: Literal["webdataset", "nft1000"] = "webdataset",
+    destination: str | None = None,
+    splits: list[str] | None = None,
+    mini_only: bool = False,
+    samples_per_shard: int = 1000,
+    shortest_side: int = 256,
+    image_format: Literal["png", "jpg"] = "png",
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Export the tables' tokens (images with their preferred caption and prompt)."""
+    settings = SETTINGS
+    target = destination or s3_url(settings, "exports", format)
+    chosen = list(splits or SPLITS)
+    seed = settings.seed if seed is None else seed
+    con = connect(settings)
+    try:
+        if format == "webdataset":
+            options = ShardOptions(shortest_side=shortest_side, image_format=image_format)
+            return _webdataset(con, target, chosen, mini_only, samples_per_shard, seed, options)
+        return _layout(con, target, chosen, mini_only)
+    finally:
+        con.close()
+
+
+def _webdataset(
+    con: Any,
+    target: str,
+    splits: list[str],
+    mini_only: bool,
+    samples_per_shard: int,
+    seed: int,
+    options: ShardOptions,
+) -> dict[str, Any]:
+    settings = SETTINGS
+    futures: list[PrefectFuture[ShardResult]] = []
+    for split in splits:
+        items = export_items(
+            con,
+            tables_root(settings),
+            splits=[split],
+            mini_only=mini_only,
+            shuffled=True,
+            seed=seed,
+        )
+        futures += [
+            export_shard.submit(plan, target, settings, options)
+            for plan in plan_shards(split, items, samples_per_shard)
+        ]
+    results = [f.result() for f in futures]
+    index = write_index(target, settings, results, options)
+    rows = [
+        {
+            "split": split,
+            "shards": len(info["shards"]),
+            "samples": info["samples"],
+            "failed": info["failed"],
+            "train_data": info["train_data"],
+        }
+        for split, info in index["splits"].items()
+    ]
+    create_table_artifact(rows, key="export-webdataset", description=f"WebDataset in {target}")
+    get_run_logger().info("WebDataset shards in %s: %s", target, rows)
+    return index
+
+
+def _layout(con: Any, target: str, splits: list[str], mini_only: bool) -> dict[str, Any]:
+    settings = SETTINGS
+    items = export_items(con, tables_root(settings), splits=splits, mini_only=mini_only)
+    folders: dict[str, str] = {}
+    futures: list[PrefectFuture[LayoutExportResult]] = []
+    for batch in _blocks(items):
+        folders[batch[0].contract] = batch[0].folder
+        futures.append(export_layout_batch.submit(batch, target, settings))
+    total = LayoutExportResult()
+    for future in futures:
+        total.merge(future.result())
+    dashboards = open_folder(tables_root(settings), settings)
+    for contract, folder in folders.items():
+        write_dashboard(
+            target, settings, folder, dashboards.get(join("dashboards", f"{contract}.json"))
+        )
+    failed: dict[str, int] = {}
+    for failure in total.failed:
+        failed[failure.kind] = failed.get(failure.kind, 0) + 1
+    row = {
+        "collections": len(folders),
+        "written": total.written,
+        "already_there": total.skipped_existing,
+        "failed": len(total.failed),
+        "failed_by_reason": ", ".join(f"{k}: {n}" for k, n in sorted(failed.items())) or "-",
+        "bytes": total.bytes_written,
+    }
+    create_table_artifact([row], key="export-nft1000", description=f"NFT1000 layout in {target}")
+    return row
+
+
+def _blocks(items: Iterator[ExportItem]) -> Iterator[list[ExportItem]]:
+    """Items cut at each change of collection and of 1,000-id block (items come sorted)."""
+    batch: list[ExportItem] = []
+    for item in items:
+        if batch and (item.contract, int(item.token_id) // BLOCK) != (
+            batch[0].contract,
+            int(batch[0].token_id) // BLOCK,
+        ):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch

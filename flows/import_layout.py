@@ -1,0 +1,61 @@
+"""`nft1000/import`: an NFT1000 download in the released layout as a source.
+
+Orchestration only. Users who already have NFT1000 (or an export of ours) skip
+ingest: each collection block's metadata and images are stored as blobs with a
+manifest exactly where ingest would write it (tasks.layout_import), one Dask
+task per block; `nft1000/tables` then builds the tables from them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from flows.runner import task_runner
+from tasks.layout_import import ImportBatch, ImportResult, import_batch, plan_import
+from tasks.settings import Settings, load_settings
+from tasks.store import ObjectStore
+
+SETTINGS = load_settings()
+
+
+@task(name="import-block", retries=2, retry_delay_seconds=10)
+def import_block(batch: ImportBatch, settings: Settings) -> ImportResult:
+    return import_batch(batch, settings)
+
+
+@flow(name="nft1000", task_runner=task_runner(SETTINGS), log_prints=True)
+def import_nft1000(source: str, registries: list[str] | None = None) -> list[dict[str, object]]:
+    """Import a folder (local path or s3://bucket/prefix) in the NFT1000 layout."""
+    logger = get_run_logger()
+    settings = SETTINGS
+    ObjectStore(settings).ensure_bucket()
+    paths = (*settings.registries, *(Path(p) for p in registries or ()))
+    plan = plan_import(source, settings, paths)
+    for error in plan.errors:
+        logger.error("%s not imported (%s): %s", error.path, error.reason, error.message)
+    if plan.notes_total:
+        logger.warning("%d files ignored, e.g. %s", plan.notes_total, plan.notes[:5])
+    results = [f.result() for f in [import_block.submit(b, settings) for b in plan.batches]]
+    rows: dict[str, dict[str, object]] = {}
+    failed: dict[str, Counter[str]] = {}
+    for r in results:
+        row = rows.setdefault(
+            r.contract, {"collection": r.collection, "contract": r.contract, "tokens": 0, "ok": 0}
+        )
+        row["tokens"] = int(str(row["tokens"])) + r.tokens
+        row["ok"] = int(str(row["ok"])) + r.ok
+        failed.setdefault(r.contract, Counter()).update(r.failed)
+    for contract, row in rows.items():
+        row["failed_by_reason"] = (
+            ", ".join(f"{k}: {n}" for k, n in sorted(failed[contract].items())) or "-"
+        )
+    table = [*rows.values()] + [
+        {"collection": e.path, "contract": "-", "tokens": 0, "ok": 0, "failed_by_reason": e.reason}
+        for e in plan.errors
+    ]
+    create_table_artifact(table, key="import-summary", description=f"nft1000/import of {source}")
+    return table

@@ -1,0 +1,43 @@
+"""`nft1000 sql`: DuckDB SQL over the run's tables in S3, as views named after them.
+
+Views: tokens, traits, rarity, captions, prompts, splits, collection_splits,
+manifests (sql/views.sql). A query given as an argument runs and prints; with
+none, statements are read from standard input, one per ``;``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import duckdb
+
+from tasks.duck import connect, run_sql, s3_url, tables_root
+from tasks.settings import Settings
+
+
+def open_views(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """A connection with a view per table of the configured bucket and prefix."""
+    con = connect(settings)
+    con.execute("SET VARIABLE tables = ?", [tables_root(settings)])
+    con.execute("SET VARIABLE manifests = ?", [s3_url(settings, "manifests")])
+    run_sql(con, "views")
+    return con
+
+
+def run(settings: Settings, query: str | None, max_rows: int = 40) -> int:
+    """Print each statement's result; 1 on a SQL error (after printing it)."""
+    con = open_views(settings)
+    text = query if query is not None else sys.stdin.read()
+    try:
+        for statement in (s.strip() for s in text.split(";")):
+            if not statement:
+                continue
+            relation = con.sql(statement)
+            if relation is not None:
+                relation.show(max_rows=max_rows, max_width=200)
+    except duckdb.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        con.close()
+    return 0
