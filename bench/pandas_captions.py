@@ -11,17 +11,20 @@ Same rules as the DuckDB build. Each token gets two rows:
   {collection}," then "{name}." and the description, when either is set; else
   ``collection``, "A picture of {collection}".
 
-``clip_tokens`` counts open_clip's CLIP tokens of the whole caption with the
-start and end tokens, before truncation to 77; ``traits_kept`` counts the trait
-segments that end within the first 75 content tokens.
+``clip_tokens`` is the number of open_clip CLIP tokens of the whole caption,
+start and end included, before truncation to 77; ``traits_kept`` counts the
+trait segments that end within the first 75 content tokens.
 
 Written as a pandas user would: one DataFrame, traits exploded to one row per
-trait, string columns concatenated, a ``map`` of the tokenizer over segments and
-captions, ``groupby`` for running totals. Caching: the tokenizer's own per-word
-BPE cache, plus an ``lru_cache`` on segment texts (trait segments and caption
-heads repeat across tokens); whole captions are not cached. pyarrow is not a
-dependency, so DuckDB reads the parquet into pandas and writes the result back;
-all the work in between is pandas.
+trait, string columns concatenated, a ``map`` of the tokenizer over segment
+texts, ``groupby`` for running totals. A caption's count is the sum of its
+segments' counts: the tokenizer never makes a piece across a space, so this is
+the whole caption's count (the tests check it against ``open_clip.tokenize``),
+and the traits_kept rule needs the segment counts anyway. Caching: the
+tokenizer's own per-word BPE cache, plus an ``lru_cache`` on segment texts
+(trait segments, heads and descriptions repeat across tokens; names mostly do
+not). pyarrow is not a dependency, so DuckDB reads the parquet into pandas and
+writes the result back; all the work in between is pandas.
 
     python -m bench.pandas_captions TOKENS OUT.parquet   # prints JSON
 """
@@ -64,11 +67,6 @@ def _tokenizer() -> SimpleTokenizer:
     return SimpleTokenizer()
 
 
-def caption_tokens(caption: str) -> int:
-    """CLIP tokens of a caption, start and end included, before truncation."""
-    return len(_tokenizer().encode(caption)) + 2
-
-
 @lru_cache(maxsize=1 << 20)
 def segment_tokens(segment: str) -> int:
     """Content tokens of one segment (tokens never span the space between segments)."""
@@ -94,8 +92,7 @@ def build_captions(tokens: pd.DataFrame) -> pd.DataFrame:
     visual = _trait_captions(tokens, traits[traits["visual"]], "visual_template")
     ours = _name_description(tokens)
     bare = ours["caption"].isna()
-    ours.loc[bare, "method"] = "collection"
-    ours.loc[bare, "caption"] = "A picture of " + tokens.loc[bare, "collection"]
+    ours.loc[bare] = _collection_only(tokens).loc[bare]
     has_visual = visual["traits_total"] > 0
     ours.loc[has_visual] = visual.loc[has_visual]
     ids = tokens[["collection", "contract", "token_id"]]
@@ -103,7 +100,7 @@ def build_captions(tokens: pd.DataFrame) -> pd.DataFrame:
         [ids.join(template.assign(preferred=False)), ids.join(ours.assign(preferred=True))]
     )
     out = out.sort_index(kind="stable")
-    out["clip_tokens"] = out["caption"].map(caption_tokens)
+    out["clip_tokens"] = out["content_tokens"].astype("int64") + 2
     out["truncated"] = out["clip_tokens"] > CONTEXT_LENGTH
     return out[COLUMNS].reset_index(drop=True)
 
@@ -125,43 +122,58 @@ def _exploded_traits(tokens: pd.DataFrame) -> pd.DataFrame:
 
 
 def _trait_captions(tokens: pd.DataFrame, traits: pd.DataFrame, method: str) -> pd.DataFrame:
-    """The template over the given traits; tokens without any get the bare head."""
+    """The template over the given traits; tokens without any get the collection alone."""
     head = "A picture of " + tokens["collection"] + ", containing"
     head_tokens = head.map(segment_tokens)
-    ends = traits.groupby(level=0)["tokens"].cumsum() + head_tokens.loc[traits.index].to_numpy()
+    by_token = traits.groupby(level=0)
+    ends = by_token["tokens"].cumsum() + head_tokens.loc[traits.index].to_numpy()
     kept = (ends <= CONTENT_TOKENS).groupby(level=0).sum()
-    total = traits.groupby(level=0).size()
     # Summing " "-prefixed strings joins them; agg(" ".join) is 8x slower (a Python call per group).
     body = (" " + traits["segment"]).groupby(level=0).sum()
     frame = pd.DataFrame(
         {
             "method": method,
             "caption": head + body.reindex(tokens.index),
-            "traits_total": total.reindex(tokens.index, fill_value=0).astype("int64"),
+            "content_tokens": head_tokens + by_token["tokens"].sum().reindex(tokens.index),
+            "traits_total": by_token.size().reindex(tokens.index, fill_value=0).astype("int64"),
             "traits_kept": kept.reindex(tokens.index, fill_value=0).astype("int64"),
         },
         index=tokens.index,
     )
     bare = frame["traits_total"] == 0
-    frame.loc[bare, "caption"] = "A picture of " + tokens.loc[bare, "collection"]
+    columns = ["caption", "content_tokens"]
+    frame.loc[bare, columns] = _collection_only(tokens).loc[bare, columns]
     return frame
 
 
 def _name_description(tokens: pd.DataFrame) -> pd.DataFrame:
     """The name and description caption; caption is NA where the token has neither."""
-    name = tokens["name"].fillna("")
+    head = "A picture of " + tokens["collection"] + ","
+    name = (tokens["name"].fillna("") + ".").where(tokens["name"].fillna("") != "", "")
     description = tokens["description"].fillna("")
     caption = (
-        "A picture of "
-        + tokens["collection"]
-        + ","
-        + (" " + name + ".").where(name != "", "")
-        + (" " + description).where(description != "", "")
+        head + (" " + name).where(name != "", "") + (" " + description).where(description != "", "")
     )
+    parts = [head, name, description]  # "" counts no tokens
     return pd.DataFrame(
         {
             "method": "name_description",
             "caption": caption.where((name != "") | (description != "")),
+            "content_tokens": sum(part.map(segment_tokens) for part in parts),
+            "traits_total": 0,
+            "traits_kept": 0,
+        },
+        index=tokens.index,
+    )
+
+
+def _collection_only(tokens: pd.DataFrame) -> pd.DataFrame:
+    caption = "A picture of " + tokens["collection"]
+    return pd.DataFrame(
+        {
+            "method": "collection",
+            "caption": caption,
+            "content_tokens": caption.map(segment_tokens),
             "traits_total": 0,
             "traits_kept": 0,
         },

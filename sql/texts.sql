@@ -29,30 +29,33 @@ CREATE OR REPLACE MACRO caption_head(collection, has_traits) AS
 CREATE OR REPLACE MACRO prompt_head(collection, has_traits) AS
     collection || CASE WHEN has_traits THEN ',' ELSE '' END;
 
--- Every distinct string whose CLIP tokens a text's count is summed from.
+-- Strings are counted by their shape: CLIP makes every digit a token of its own, so
+-- "Bag #1234" and "Bag #5678" take as many tokens and "Bag #0000" stands for both;
+-- without this, ids in names would make a million strings to count. Strings with "&"
+-- keep their digits (HTML entities such as "&#49;" are decoded before counting).
+CREATE OR REPLACE MACRO shape(text) AS
+    CASE WHEN contains(text, '&') THEN text ELSE regexp_replace(text, '[0-9]', '0', 'g') END;
+
+-- Every distinct trait, with whether its text needs counting with a comma too.
+CREATE OR REPLACE TABLE distinct_traits AS
+SELECT DISTINCT trait_type, value FROM token_traits;
+
+-- Every distinct string (shape) whose CLIP tokens a text's count is summed from.
 CREATE OR REPLACE TABLE strings_to_count AS
-WITH
-    collections AS (SELECT DISTINCT collection FROM described),
-    traits AS (SELECT DISTINCT trait_text(trait_type, value) AS text FROM token_traits)
-SELECT DISTINCT text FROM (
+WITH collections AS (SELECT DISTINCT collection FROM described)
+SELECT DISTINCT shape(text) AS text FROM (
     SELECT caption_head(collection, true) AS text FROM collections
     UNION ALL SELECT caption_head(collection, false) FROM collections
     UNION ALL SELECT 'A picture of ' || collection || ',' FROM collections
     UNION ALL SELECT prompt_head(collection, true) FROM collections
     UNION ALL SELECT prompt_head(collection, false) FROM collections
-    UNION ALL SELECT text FROM traits
-    UNION ALL SELECT text || ',' FROM traits
+    UNION ALL SELECT trait_text(trait_type, value) FROM distinct_traits
+    UNION ALL SELECT trait_text(trait_type, value) || ',' FROM distinct_traits
     UNION ALL SELECT name FROM described WHERE name IS NOT NULL
     UNION ALL SELECT name || '.' FROM described WHERE name IS NOT NULL
     UNION ALL SELECT description FROM described WHERE description IS NOT NULL
 );
 
--- Words (split at ASCII spaces) are counted by their shape: CLIP makes every digit a
--- token of its own, so "#1234" and "#5678" take as many tokens and "#0000" stands for
--- both; without this, ids in names would make a million words to count. Words with
--- "&" keep their digits (HTML entities such as "&#49;" are decoded before counting).
-CREATE OR REPLACE MACRO word_shape(word) AS
-    CASE WHEN contains(word, '&') THEN word ELSE regexp_replace(word, '[0-9]', '0', 'g') END;
-
+-- Every distinct word (split at ASCII spaces; no CLIP token spans a space).
 CREATE OR REPLACE VIEW words_to_count AS
-SELECT DISTINCT word_shape(unnest(string_split(text, ' '))) AS word FROM strings_to_count;
+SELECT DISTINCT unnest(string_split(text, ' ')) AS word FROM strings_to_count;

@@ -33,6 +33,10 @@ GROUP BY t.contract, t.trait_type;
 
 -- Lacking type T is worth tokens / (tokens - holders T). It is summed once per
 -- collection and taken back for the types a token has: no token x type grid.
+-- Terms are summed as exact decimals: a float sum depends on the order DuckDB's
+-- threads add in, so reruns would differ in the last bits (and in tied ranks).
+CREATE OR REPLACE MACRO score_term(x) AS x::DECIMAL(38, 18);
+
 CREATE OR REPLACE VIEW rarity AS
 WITH
     counted AS (
@@ -41,12 +45,12 @@ WITH
         WHERE NOT numeric_display(display_type)
     ),
     present AS (
-        SELECT contract, token_id, sum(1 / c.frequency) AS score
+        SELECT contract, token_id, sum(score_term(1 / c.frequency)) AS score
         FROM counted JOIN trait_counts AS c USING (contract, trait_type, value)
         GROUP BY contract, token_id
     ),
     lacking AS (
-        SELECT contract, trait_type, tokens / (tokens - holders) AS score
+        SELECT contract, trait_type, score_term(tokens / (tokens - holders)) AS score
         FROM rarity_types WHERE holders < tokens
     ),
     lacking_all AS (SELECT contract, sum(score) AS score FROM lacking GROUP BY contract),
@@ -58,7 +62,7 @@ WITH
     ),
     scored AS (
         SELECT d.collection, d.contract, d.token_id,
-               coalesce(p.score, 0) + coalesce(la.score, 0) - coalesce(lt.score, 0)
+               (coalesce(p.score, 0) + coalesce(la.score, 0) - coalesce(lt.score, 0))::DOUBLE
                    AS rarity_score
         FROM described AS d
         LEFT JOIN present AS p USING (contract, token_id)

@@ -37,10 +37,11 @@ import open_clip
 from bench.pandas_captions import build_captions, read_tokens, run
 
 N_TOKENS = 10_000
+Generated = list[tuple[SyntheticCollection, list[tuple[int, dict[str, Any]]]]]
 
 
 @pytest.fixture(scope="module")
-def generated() -> list[tuple[SyntheticCollection, list[tuple[int, dict[str, Any]]]]]:
+def generated() -> Generated:
     """Every collection of a 10,000-token set with its tokens parsed."""
     return [
         (
@@ -55,9 +56,7 @@ def generated() -> list[tuple[SyntheticCollection, list[tuple[int, dict[str, Any
     ]
 
 
-def by_shape(
-    generated: list[tuple[SyntheticCollection, list[tuple[int, dict[str, Any]]]]], shape: str
-) -> list[dict[str, Any]]:
+def by_shape(generated: Generated, shape: str) -> list[dict[str, Any]]:
     return [token for col, tokens in generated if col.shape == shape for _, token in tokens]
 
 
@@ -116,7 +115,7 @@ def test_sizes_ids_and_blocks() -> None:
 
 
 def test_each_shape_has_its_keys(
-    generated: list[tuple[SyntheticCollection, list[tuple[int, dict[str, Any]]]]],
+    generated: Generated,
 ) -> None:
     for col, tokens in generated:
         assert [i for i, _ in tokens] == list(range(col.first_id, col.end_id))
@@ -137,7 +136,7 @@ def test_each_shape_has_its_keys(
 
 
 def test_moonbirds_like_tokens_omit_absent_traits(
-    generated: list[tuple[SyntheticCollection, list[tuple[int, dict[str, Any]]]]],
+    generated: Generated,
 ) -> None:
     lengths = Counter(len(t["attributes"]) for t in by_shape(generated, "moonbirds"))
     assert min(lengths) < 8 and max(lengths) == 8
@@ -146,7 +145,7 @@ def test_moonbirds_like_tokens_omit_absent_traits(
 
 
 def test_opensea_like_tokens_have_every_quirk(
-    generated: list[tuple[SyntheticCollection, list[tuple[int, dict[str, Any]]]]],
+    generated: Generated,
 ) -> None:
     tokens = by_shape(generated, "opensea")
     items = [a for t in tokens for a in t["attributes"]]
@@ -156,9 +155,8 @@ def test_opensea_like_tokens_have_every_quirk(
     assert {type(v) for v in values} == {str, int, float, bool, type(None)}
     assert set(NONE_LIKE) <= set(values)
     assert any(len(v) > 60 for v in values if isinstance(v, str))  # a sentence as a value
-    repeated = [t for t in tokens if len({a["trait_type"] for a in t["attributes"]}) < len(
-        t["attributes"]
-    )]  # fmt: skip
+    types = [[a["trait_type"] for a in t["attributes"]] for t in tokens]
+    repeated = [names for names in types if len(set(names)) < len(names)]
     assert 0.05 < len(repeated) / len(tokens) < 0.15
     assert 0 < sum(1 for t in tokens if t["attributes"] == []) < 0.05 * len(tokens)
     traits_form = [v for t in by_shape(generated, "traits") for v in t["traits"].values()]
@@ -166,7 +164,7 @@ def test_opensea_like_tokens_have_every_quirk(
 
 
 def test_values_follow_the_weights(
-    generated: list[tuple[SyntheticCollection, list[tuple[int, dict[str, Any]]]]],
+    generated: Generated,
 ) -> None:
     col, tokens = max(
         generated, key=lambda pair: pair[0].count if pair[0].shape == "moonbirds" else 0
@@ -189,7 +187,7 @@ def test_values_follow_the_weights(
 
 
 def test_tokens_normalise_with_only_the_intended_problems(
-    generated: list[tuple[SyntheticCollection, list[tuple[int, dict[str, Any]]]]],
+    generated: Generated,
 ) -> None:
     intended = re.compile(r"attributes\[\d+\]: value is empty or none-like")
     problems: Counter[str] = Counter()

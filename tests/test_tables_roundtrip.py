@@ -1,0 +1,243 @@
+"""Tables survive a trip through the NFT1000 layout: build, export, import, build again.
+
+Against the real S3 server (SeaweedFS): real Moonbirds and Loot tokens are stored
+as ingest stores them (blobs and block manifests), their tokens files and tables
+are built in S3, exported to a local NFT1000 folder, imported under a fresh
+prefix and built again there. Every table must come back the same; only Loot's
+image columns change, since the export rasterised its SVGs to PNG.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from _stack import DATA, MOONBIRDS_ARCHIVE, Services
+
+from tasks.content import inspect_image
+from tasks.duck import connect, tables_root
+from tasks.export_items import ExportItem, export_items
+from tasks.folders import open_folder
+from tasks.layout_export import export_batch, token_paths, write_dashboard
+from tasks.layout_import import import_batch, plan_import
+from tasks.manifest import ManifestRow, to_parquet
+from tasks.settings import Settings
+from tasks.shard import BLOCK, ShardSpec, manifest_key
+from tasks.splits import Partitioning, load_partitioning
+from tasks.store import ObjectStore
+from tasks.tables import build_tables
+from tasks.token_table import BlockResult, build_block, manifest_keys, tokens_key
+
+pytestmark = pytest.mark.services
+
+MOONBIRDS = "0x23581767a106ae21c074b2276d25e5c3e136a68b"  # in NFT1000's collections.json
+LOOT = "0xff9c1b15b16263c61d017ee9f65c50e4ae0113d7"
+LOOT_NAME = "Loot (for Adventurers)"
+BIRDS = 40  # Moonbirds ids 0..39
+BAGS = 10  # Loot ids 1..10
+TABLES = ("traits", "rarity", "captions", "prompts", "splits", "collection_splits")
+# What rasterising an SVG to PNG changes in a token's row.
+IMAGE_COLUMNS = ("image_key", "image_mime", "image_sha256", "width", "height")
+_MEMBER = re.compile(r"moonbirds/(images|metadata)/(\d+)\.(?:png|json)")
+
+Tokens = dict[int, tuple[bytes, bytes]]  # token id -> (metadata JSON, image bytes)
+Row = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def moonbirds() -> Tokens:
+    """Real metadata and 42x42 PNGs of the first BIRDS Moonbirds."""
+    found: dict[str, dict[int, bytes]] = {"images": {}, "metadata": {}}
+    with tarfile.open(MOONBIRDS_ARCHIVE, "r:gz") as tar:
+        for member in tar:
+            match = _MEMBER.fullmatch(member.name)
+            if match and int(match[2]) < BIRDS:
+                data = tar.extractfile(member)
+                assert data is not None
+                found[match[1]][int(match[2])] = data.read()
+    return {i: (found["metadata"][i], found["images"][i]) for i in range(BIRDS)}
+
+
+def _data_uri(uri: str) -> bytes:
+    return base64.b64decode(uri.split(",", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def loot(services: Services) -> Tokens:
+    """Real Loot bags 1..BAGS: metadata from the on-chain data: URI, its SVG image."""
+    bags = {}
+    for token_id in range(1, BAGS + 1):
+        metadata = _data_uri(services.loot_uris[token_id - 1])
+        bags[token_id] = (metadata, _data_uri(json.loads(metadata)["image"]))
+    return bags
+
+
+@pytest.fixture(scope="module")
+def partitioning() -> Partitioning:
+    nft1000 = DATA / "nft1000"
+    return load_partitioning(nft1000 / "partitioning.json", nft1000 / "collections.json")
+
+
+def store_manifest(store: ObjectStore, collection: str, contract: str, tokens: Tokens) -> str:
+    """Store tokens' blobs and their block's manifest as ingest does; the manifest's key."""
+    rows = []
+    for token_id, (metadata, image) in sorted(tokens.items()):
+        meta = store.put_blob(metadata, "application/json")
+        info = inspect_image(image)
+        blob = store.put_blob(image, info.mime)
+        rows.append(
+            ManifestRow(
+                collection, contract, str(token_id),
+                metadata_key=meta.key, metadata_sha256=meta.sha256,
+                image_key=blob.key, mime=info.mime, bytes=blob.size, sha256=blob.sha256,
+                width=info.width, height=info.height,
+            )
+        )  # fmt: skip
+    key = manifest_key(store, ShardSpec(collection, contract, 0, BLOCK))
+    store.put(key, to_parquet(rows))
+    return key
+
+
+def build_all(settings: Settings, partitioning: Partitioning) -> list[BlockResult]:
+    """Tokens files for every manifest, then every table, all in S3 under the prefix."""
+    store = ObjectStore(settings)
+    blocks = [build_block(store, key) for key in manifest_keys(store)]
+    root = tables_root(settings)
+    with connect(settings) as con:
+        build_tables(
+            con, f"{root}/tokens/*/*.parquet", open_folder(root, settings), partitioning,
+            seed=5, mini_per_collection=20,
+        )  # fmt: skip
+    return blocks
+
+
+def export_layout(settings: Settings, folder: Path) -> list[ExportItem]:
+    """Export the tables' tokens and dashboards in the NFT1000 layout under folder."""
+    root = tables_root(settings)
+    with connect(settings) as con:
+        items = list(export_items(con, root))
+    result = export_batch(items, str(folder), settings)
+    assert (result.written, result.failed) == (len(items), [])
+    tables = open_folder(root, settings)
+    for contract, name in sorted({(i.contract, i.folder) for i in items}):
+        assert write_dashboard(
+            str(folder), settings, name, tables.get(f"dashboards/{contract}.json")
+        )
+    return items
+
+
+def import_layout(folder: Path, settings: Settings) -> int:
+    """Import the folder under settings' prefix; the tokens stored."""
+    plan = plan_import(str(folder), settings)  # dashboards name the contracts
+    assert (plan.errors, plan.notes) == ([], [])
+    return sum(import_batch(batch, settings).ok for batch in plan.batches)
+
+
+def _query(con: duckdb.DuckDBPyConnection, sql: str, *params: object) -> list[Row]:
+    cursor = con.execute(sql, list(params))
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def read_tables(settings: Settings) -> dict[str, Any]:
+    """Every table under the prefix, rows in a fixed order, and the dashboards' JSON."""
+    root = tables_root(settings)
+    with connect(settings) as con:
+        found: dict[str, Any] = {
+            name: _query(
+                con, "SELECT * FROM read_parquet(?) ORDER BY ALL", f"{root}/{name}.parquet"
+            )
+            for name in TABLES
+        }
+        tokens = _query(con, "SELECT * FROM read_parquet(?)", f"{root}/tokens/*/*.parquet")
+    # Object keys start with the prefix; what they name must match, not where.
+    for row in tokens:
+        for column in ("metadata_key", "image_key"):
+            row[column] = row[column].removeprefix(settings.s3_prefix)
+    found["tokens"] = {(r["contract"], r["token_id"]): r for r in tokens}
+    dashboards = open_folder(root, settings)
+    found["dashboards"] = {
+        path: json.loads(dashboards.get(path)) for path in dashboards.walk("dashboards/")
+    }
+    return found
+
+
+def test_tables_come_back_the_same_through_the_nft1000_layout(
+    settings: Settings,
+    moonbirds: Tokens,
+    loot: Tokens,
+    partitioning: Partitioning,
+    tmp_path: Path,
+) -> None:
+    store = ObjectStore(settings)
+    store_manifest(store, "Moonbirds", MOONBIRDS, moonbirds)
+    store_manifest(store, LOOT_NAME, LOOT, loot)
+    blocks = build_all(settings, partitioning)
+    assert sorted((b.tokens, b.skipped, b.problems) for b in blocks) == [
+        (BAGS, False, 0), (BIRDS, False, 0)
+    ]  # fmt: skip
+    before = read_tables(settings)
+    assert all(before[name] for name in TABLES)  # nothing compared is empty
+    assert (len(before["tokens"]), len(before["dashboards"])) == (BIRDS + BAGS, 2)
+
+    layout = tmp_path / "nft1000"
+    items = export_layout(settings, layout)
+    assert len(items) == BIRDS + BAGS
+    preferred = {
+        (r["contract"], r["token_id"]): r["caption"] for r in before["captions"] if r["preferred"]
+    }
+    for item in items:  # each token's file holds its preferred caption
+        caption = (layout / token_paths(item.folder, item.token_id)[1]).read_text("utf-8")
+        assert caption == item.caption == preferred[(item.contract, item.token_id)]
+
+    again = settings.replace(s3_prefix=settings.s3_prefix.rstrip("/") + "-imported/")
+    assert import_layout(layout, again) == BIRDS + BAGS
+    build_all(again, partitioning)
+    after = read_tables(again)
+
+    for name in (*TABLES, "dashboards"):
+        assert after[name] == before[name], name
+    assert before["tokens"].keys() == after["tokens"].keys()
+    for key, old in before["tokens"].items():
+        new = after["tokens"][key]
+        if key[0] == LOOT:  # rasterised: another image, the same token
+            assert (old["image_mime"], new["image_mime"]) == ("image/svg+xml", "image/png")
+            assert (new["width"], new["height"]) == (1024, 1024)
+            old, new = _without(old, IMAGE_COLUMNS), _without(new, IMAGE_COLUMNS)
+        assert new == old  # Moonbirds: PNGs copied byte for byte, so every column
+
+
+def _without(row: Row, columns: tuple[str, ...]) -> Row:
+    return {k: v for k, v in row.items() if k not in columns}
+
+
+def _stamp(store: ObjectStore, key: str) -> tuple[str, object]:
+    head = store.client.head_object(Bucket=store.bucket, Key=key)
+    return head["ETag"], head["LastModified"]
+
+
+def test_build_block_skips_unchanged_manifests(settings: Settings, moonbirds: Tokens) -> None:
+    store = ObjectStore(settings)
+    five = {i: moonbirds[i] for i in range(5)}
+    key = store_manifest(store, "Moonbirds", MOONBIRDS, five)
+    target = tokens_key(store, key)
+    assert build_block(store, key) == BlockResult(key, 5, skipped=False, problems=0)
+    written = _stamp(store, target)
+
+    assert build_block(store, key) == BlockResult(key, 0, skipped=True, problems=0)
+    assert _stamp(store, target) == written
+
+    # The block's manifest is rewritten with one token more: the tokens file follows.
+    store_manifest(store, "Moonbirds", MOONBIRDS, {**five, 5: moonbirds[5]})
+    assert build_block(store, key) == BlockResult(key, 6, skipped=False, problems=0)
+    assert build_block(store, key).skipped
+    with connect(settings) as con:
+        ids = _query(con, "SELECT token_id FROM read_parquet(?)", f"s3://{store.bucket}/{target}")
+    assert sorted(int(r["token_id"]) for r in ids) == list(range(6))
+    assert not build_block(store, key, force=True).skipped
