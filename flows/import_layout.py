@@ -40,22 +40,29 @@ def import_nft1000(source: str, registries: list[str] | None = None) -> list[dic
     if plan.notes_total:
         logger.warning("%d files ignored, e.g. %s", plan.notes_total, plan.notes[:5])
     results = [f.result() for f in [import_block.submit(b, settings) for b in plan.batches]]
-    rows: dict[str, dict[str, object]] = {}
-    failed: dict[str, Counter[str]] = {}
+    totals: dict[tuple[str, str], Counter[str]] = {}
+    failed: dict[tuple[str, str], Counter[str]] = {}
     for r in results:
-        row = rows.setdefault(
-            r.contract, {"collection": r.collection, "contract": r.contract, "tokens": 0, "ok": 0}
-        )
-        row["tokens"] = int(str(row["tokens"])) + r.tokens
-        row["ok"] = int(str(row["ok"])) + r.ok
-        failed.setdefault(r.contract, Counter()).update(r.failed)
-    for contract, row in rows.items():
-        row["failed_by_reason"] = (
-            ", ".join(f"{k}: {n}" for k, n in sorted(failed[contract].items())) or "-"
-        )
-    table = [*rows.values()] + [
+        key = (r.collection, r.contract)
+        totals.setdefault(key, Counter()).update(tokens=r.tokens, ok=r.ok)
+        failed.setdefault(key, Counter()).update(r.failed)
+    table: list[dict[str, object]] = [
+        {
+            "collection": collection,
+            "contract": contract,
+            "tokens": count["tokens"],
+            "ok": count["ok"],
+            "failed_by_reason": _reasons(failed[(collection, contract)]),
+        }
+        for (collection, contract), count in totals.items()
+    ]
+    table += [
         {"collection": e.path, "contract": "-", "tokens": 0, "ok": 0, "failed_by_reason": e.reason}
         for e in plan.errors
     ]
     create_table_artifact(table, key="import-summary", description=f"nft1000/import of {source}")
     return table
+
+
+def _reasons(failed: Counter[str]) -> str:
+    return ", ".join(f"{kind}: {n}" for kind, n in sorted(failed.items())) or "-"

@@ -8,6 +8,7 @@ Relative paths use ``/`` and may not climb out of the folder.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -24,6 +25,12 @@ class Folder(Protocol):
 
     def put(self, path: str, data: bytes) -> None: ...
     def get(self, path: str) -> bytes: ...
+    def read(self, path: str, max_bytes: int) -> bytes:
+        """At most max_bytes + 1 bytes of a file (so callers see that it is too large).
+
+        FileNotFoundError when it is gone; OSError when it is not a regular file."""
+        ...
+
     def exists(self, path: str) -> bool: ...
     def walk(self, path: str = "") -> Iterator[str]:
         """Relative paths of every file under ``path``, sorted."""
@@ -60,6 +67,15 @@ class LocalFolder:
     def get(self, path: str) -> bytes:
         return (self.root / _checked(path)).read_bytes()
 
+    def read(self, path: str, max_bytes: int) -> bytes:
+        # No symlinks (a link could name any file on the machine), no FIFOs or devices.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(self.root / _checked(path), flags)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise OSError(f"{path} is not a regular file")
+            return fh.read(max_bytes + 1)
+
     def exists(self, path: str) -> bool:
         return (self.root / _checked(path)).is_file()
 
@@ -85,6 +101,21 @@ class S3Folder:
 
     def get(self, path: str) -> bytes:
         body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read()
+        return body
+
+    def read(self, path: str, max_bytes: int) -> bytes:
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=self._key(path), Range=f"bytes=0-{max_bytes}"
+            )
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code in {"NoSuchKey", "404"}:
+                raise FileNotFoundError(path) from e
+            if code in {"InvalidRange", "416"}:
+                return b""  # an empty object has no byte 0
+            raise
+        body: bytes = response["Body"].read()
         return body
 
     def exists(self, path: str) -> bool:

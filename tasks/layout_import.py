@@ -20,7 +20,6 @@ import dataclasses
 import logging
 import os
 import re
-import stat
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tasks.chain import ADDRESS
 from tasks.content import inspect_image, parse_metadata
 from tasks.errors import ItemError
-from tasks.folders import Folder, LocalFolder, S3Folder, open_folder
+from tasks.folders import Folder, open_folder
 from tasks.layout_export import DASHBOARD
 from tasks.manifest import ManifestRow, from_parquet, to_parquet, valid_text
 from tasks.registry import MAX_NAME_CHARS, load_registry
@@ -336,45 +335,15 @@ def _merge(before: list[ManifestRow], rows: list[ManifestRow]) -> list[ManifestR
 
 def _read_capped(folder: Folder, path: str, cap: int) -> bytes:
     """A file's bytes, reading at most cap + 1 of them; too_large past the cap."""
-    if isinstance(folder, LocalFolder):
-        data = _read_local(folder.root / path, cap)
-    elif isinstance(folder, S3Folder):
-        data = _read_s3(folder, path, cap)
-    else:
-        data = folder.get(path)
-    if len(data) > cap:
-        raise ItemError("too_large", f"{_shown(path)} is over {cap} bytes")
-    return data
-
-
-def _read_local(path: Path, cap: int) -> bytes:
-    # No symlinks (a link could name any file on the machine), no FIFOs or devices.
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, flags)
+        data = folder.read(path, cap)
     except FileNotFoundError as e:
         raise _FileProblem("missing_file", "the file disappeared after listing") from e
     except OSError as e:
-        raise _FileProblem("unreadable_file", f"cannot open: {e.strerror}") from e
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise _FileProblem("unreadable_file", "not a regular file")
-        return fh.read(cap + 1)
-
-
-def _read_s3(folder: S3Folder, path: str, cap: int) -> bytes:
-    key = f"{folder.prefix}/{path}" if folder.prefix else path
-    try:
-        response = folder.client.get_object(Bucket=folder.bucket, Key=key, Range=f"bytes=0-{cap}")
-    except ClientError as e:
-        code = str(e.response.get("Error", {}).get("Code", ""))
-        if code in {"NoSuchKey", "404"}:
-            raise _FileProblem("missing_file", "the file disappeared after listing") from e
-        if code in {"InvalidRange", "416"}:
-            return b""  # an empty object has no byte 0
-        raise
-    body: bytes = response["Body"].read()
-    return body
+        raise _FileProblem("unreadable_file", f"cannot open: {e.strerror or e}") from e
+    if len(data) > cap:
+        raise ItemError("too_large", f"{_shown(path)} is over {cap} bytes")
+    return data
 
 
 def _shown(path: str) -> str:
