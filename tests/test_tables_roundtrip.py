@@ -20,6 +20,7 @@ import duckdb
 import pytest
 from _stack import DATA, MOONBIRDS_ARCHIVE, Services
 
+from infra import sql_shell
 from tasks.content import inspect_image
 from tasks.duck import connect, tables_root
 from tasks.export_items import ExportItem, export_items
@@ -241,3 +242,33 @@ def test_build_block_skips_unchanged_manifests(settings: Settings, moonbirds: To
         ids = _query(con, "SELECT token_id FROM read_parquet(?)", f"s3://{store.bucket}/{target}")
     assert sorted(int(r["token_id"]) for r in ids) == list(range(6))
     assert not build_block(store, key, force=True).skipped
+
+
+def readme_queries() -> list[str]:
+    """The example queries of the README's tables section, as users copy them."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return [q.replace("\n", " ") for q in re.findall(r'nft1000 sql "(.*?)"', text, re.DOTALL)]
+
+
+def test_nft1000_sql_runs_the_readme_queries(
+    settings: Settings,
+    moonbirds: Tokens,
+    partitioning: Partitioning,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store_manifest(ObjectStore(settings), "Moonbirds", MOONBIRDS, moonbirds)
+    build_all(settings, partitioning)
+    queries = readme_queries()
+    assert len(queries) == 3
+    rarest, _, per_split = queries
+    assert sql_shell.run(settings, rarest) == 0
+    printed = capsys.readouterr().out
+    with connect(settings) as con:
+        top = _query(con, f"SELECT token_id FROM '{tables_root(settings)}/rarity.parquet' "
+                     "ORDER BY rarity_rank, length(token_id), token_id LIMIT 1")  # fmt: skip
+    assert f"│ {top[0]['token_id']} " in printed
+    assert sql_shell.run(settings, ";".join(queries)) == 0
+    printed = capsys.readouterr().out
+    assert "train" in printed and "Background" in printed  # Moonbirds is in NFT1000's train
+    assert sql_shell.run(settings, "SELECT * FROM no_such_table") == 1
+    assert "no_such_table" in capsys.readouterr().err
