@@ -31,7 +31,7 @@ from tasks.folders import LocalFolder
 from tasks.splits import load_split_rules
 from tasks.tables import build_tables
 
-MEMORY_LIMIT = "2GB"  # DuckDB spills past this; the point is that it need not grow
+MEMORY_LIMIT = "1GB"  # DuckDB spills past this, so memory need not grow with tokens
 
 
 def build(tokens: Path, out: Path) -> dict[str, Any]:

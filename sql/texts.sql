@@ -40,15 +40,21 @@ CREATE OR REPLACE MACRO shape(text) AS
 CREATE OR REPLACE TABLE distinct_traits AS
 SELECT DISTINCT trait_type, value FROM token_traits;
 
--- Every distinct string (shape) whose CLIP tokens a text's count is summed from.
-CREATE OR REPLACE TABLE strings_to_count AS
+-- Every head a text can start with.
+CREATE OR REPLACE TABLE heads AS
 WITH collections AS (SELECT DISTINCT collection FROM described)
-SELECT DISTINCT shape(text) AS text FROM (
-    SELECT caption_head(collection, true) AS text FROM collections
+SELECT DISTINCT head FROM (
+    SELECT caption_head(collection, true) AS head FROM collections
     UNION ALL SELECT caption_head(collection, false) FROM collections
     UNION ALL SELECT 'A picture of ' || collection || ',' FROM collections
     UNION ALL SELECT prompt_head(collection, true) FROM collections
     UNION ALL SELECT prompt_head(collection, false) FROM collections
+);
+
+-- Every distinct string (shape) whose CLIP tokens a text's count is summed from.
+CREATE OR REPLACE TABLE strings_to_count AS
+SELECT DISTINCT shape(text) AS text FROM (
+    SELECT head AS text FROM heads
     UNION ALL SELECT trait_text(trait_type, value) FROM distinct_traits
     UNION ALL SELECT trait_text(trait_type, value) || ',' FROM distinct_traits
     UNION ALL SELECT name FROM described WHERE name IS NOT NULL

@@ -33,96 +33,76 @@ FROM (SELECT DISTINCT collection FROM described) AS c
 JOIN string_tokens AS h ON h.text = shape(caption_head(c.collection, true))
 JOIN string_tokens AS p ON p.text = shape(prompt_head(c.collection, true));
 
--- How many traits fit before CLIP's cut, only for tokens whose traits could be cut.
--- Trait i fits when the text through its own words fits; in prompts the traits
--- before it carry their commas. "visual" counts only visual traits (our methods).
-CREATE OR REPLACE TABLE cut_traits AS
-WITH
-    candidates AS (
-        SELECT s.contract, s.token_id, any_value(h.caption) AS caption_head,
-               any_value(h.prompt) AS prompt_head
-        FROM trait_sums AS s
-        JOIN collection_sizes AS z USING (contract)
-        JOIN head_tokens AS h USING (collection)
-        WHERE 2 + greatest(h.caption, h.prompt) + s.comma_all > getvariable('context')
-        GROUP BY s.contract, s.token_id
-    ),
-    ordered AS (
-        SELECT t.contract, t.token_id, t.visual, c.caption_head, c.prompt_head,
-               sum(k.plain) OVER w AS plain_all,
-               sum(k.plain) FILTER (t.visual) OVER w AS plain_visual,
-               sum(k.comma) OVER w - k.comma + k.plain AS comma_all,
-               sum(k.comma) FILTER (t.visual) OVER w - k.comma + k.plain AS comma_visual
-        FROM token_traits AS t
-        JOIN candidates AS c USING (contract, token_id)
-        JOIN trait_tokens AS k USING (trait_type, value)
-        WINDOW w AS (PARTITION BY t.contract, t.token_id ORDER BY t.pos)
-    )
-SELECT contract, token_id,
-       count(*) FILTER (2 + caption_head + plain_all <= getvariable('context'))
-           AS caption_all,
-       count(*) FILTER (visual AND 2 + caption_head + plain_visual <= getvariable('context'))
-           AS caption_visual,
-       count(*) FILTER (2 + prompt_head + comma_all <= getvariable('context')) AS prompt_all,
-       count(*) FILTER (visual AND 2 + prompt_head + comma_visual <= getvariable('context'))
-           AS prompt_visual
-FROM ordered
-GROUP BY contract, token_id;
+-- Tokens of each head, by its own text (no shape() per row when texts look it up).
+CREATE OR REPLACE TABLE head_texts AS
+SELECT h.head, s.tokens FROM heads AS h JOIN string_tokens AS s ON s.text = shape(h.head);
+
+-- How many traits fit before CLIP's cut, for texts that are cut: filled per kind by
+-- sql/cut_traits.sql just before that kind's texts are written.
+CREATE OR REPLACE TABLE cut_traits (
+    kind VARCHAR, contract VARCHAR, token_id VARCHAR, all_kept BIGINT, visual_kept BIGINT
+);
 
 -- Each text as head + body, with what its token count is summed from:
 -- trait_set (which traits' sums: 'all', 'visual' or none), extra strings (name,
 -- description) and, for prompts, the last trait (last_type, last_value), which
 -- carries no comma.
+CREATE OR REPLACE MACRO part(
+    method, preferred, head, body, trait_set, extra1, extra2, last_type, last_value
+) AS {
+    'method': method, 'preferred': preferred, 'head': head, 'body': body,
+    'trait_set': trait_set, 'extra1': extra1::VARCHAR, 'extra2': extra2::VARCHAR,
+    'last_type': last_type::VARCHAR, 'last_value': last_value::VARCHAR
+};
+
+-- Both texts of a kind come from one scan of the tokens (a list of two, unnested);
+-- when every trait is visual, ours reuses the authors' body.
 CREATE OR REPLACE VIEW text_parts AS
 WITH b AS (
     SELECT *,
-        traits[-1] AS last_all,
-        visual_traits[-1] AS last_visual
+        array_to_string(trait_texts(traits), ' ') AS caption_all,
+        CASE WHEN len(visual_traits) = len(traits) THEN caption_all
+             ELSE array_to_string(trait_texts(visual_traits), ' ') END AS caption_visual,
+        array_to_string(trait_texts(traits), ', ') AS prompt_all,
+        CASE WHEN len(visual_traits) = len(traits) THEN prompt_all
+             ELSE array_to_string(trait_texts(visual_traits), ', ') END AS prompt_visual
     FROM text_basis
+),
+parts AS (
+    SELECT 'caption' AS kind, collection, contract, token_id, unnest([
+        part('template', false, caption_head(collection, len(traits) > 0), caption_all,
+             'all', NULL, NULL, NULL, NULL),
+        CASE basis
+            WHEN 'visual' THEN part('visual_template', true, caption_head(collection, true),
+                                    caption_visual, 'visual', NULL, NULL, NULL, NULL)
+            WHEN 'described' THEN part('name_description', true,
+                                       'A picture of ' || collection || ',',
+                                       concat_ws(' ', name || '.', description), NULL,
+                                       name || '.', description, NULL, NULL)
+            ELSE part('collection', true, caption_head(collection, false), '',
+                      NULL, NULL, NULL, NULL, NULL)
+        END
+    ]) AS p
+    FROM b
+    UNION ALL
+    SELECT 'prompt', collection, contract, token_id, unnest([
+        part('tags', false, prompt_head(collection, len(traits) > 0), prompt_all, 'all',
+             NULL, NULL, traits[-1].trait_type, traits[-1].value),
+        CASE
+            WHEN basis = 'visual' THEN part('visual_tags', true, prompt_head(collection, true),
+                                            prompt_visual, 'visual', NULL, NULL,
+                                            visual_traits[-1].trait_type,
+                                            visual_traits[-1].value)
+            WHEN basis = 'described' AND name IS NOT NULL
+                THEN part('name', true, prompt_head(collection, true), name, NULL, name,
+                          NULL, NULL, NULL)
+            ELSE part('collection', true, prompt_head(collection, false), '',
+                      NULL, NULL, NULL, NULL, NULL)
+        END
+    ])
+    FROM b
 )
-SELECT 'caption' AS kind, collection, contract, token_id, 'template' AS method,
-       false AS preferred, caption_head(collection, len(traits) > 0) AS head,
-       array_to_string(trait_texts(traits), ' ') AS body, 'all' AS trait_set,
-       NULL::VARCHAR AS extra1, NULL::VARCHAR AS extra2,
-       NULL::VARCHAR AS last_type, NULL::VARCHAR AS last_value
-FROM b
-UNION ALL
-SELECT 'caption', collection, contract, token_id,
-       CASE basis WHEN 'visual' THEN 'visual_template' WHEN 'described' THEN 'name_description'
-                  ELSE 'collection' END,
-       true,
-       CASE basis WHEN 'described' THEN 'A picture of ' || collection || ','
-                  ELSE caption_head(collection, basis = 'visual') END,
-       CASE basis WHEN 'visual' THEN array_to_string(trait_texts(visual_traits), ' ')
-                  WHEN 'described' THEN concat_ws(' ', name || '.', description)
-                  ELSE '' END,
-       CASE WHEN basis = 'visual' THEN 'visual' END,
-       CASE WHEN basis = 'described' THEN name || '.' END,
-       CASE WHEN basis = 'described' THEN description END,
-       NULL, NULL
-FROM b
-UNION ALL
-SELECT 'prompt', collection, contract, token_id, 'tags', false,
-       prompt_head(collection, len(traits) > 0),
-       array_to_string(trait_texts(traits), ', '), 'all', NULL, NULL,
-       last_all.trait_type, last_all.value
-FROM b
-UNION ALL
-SELECT 'prompt', collection, contract, token_id,
-       CASE WHEN basis = 'visual' THEN 'visual_tags'
-            WHEN basis = 'described' AND name IS NOT NULL THEN 'name'
-            ELSE 'collection' END,
-       true,
-       prompt_head(collection, basis = 'visual' OR (basis = 'described' AND name IS NOT NULL)),
-       CASE WHEN basis = 'visual' THEN array_to_string(trait_texts(visual_traits), ', ')
-            WHEN basis = 'described' AND name IS NOT NULL THEN name
-            ELSE '' END,
-       CASE WHEN basis = 'visual' THEN 'visual' END,
-       CASE WHEN basis = 'described' THEN name END,
-       NULL,
-       CASE WHEN basis = 'visual' THEN last_visual.trait_type END,
-       CASE WHEN basis = 'visual' THEN last_visual.value END
-FROM b;
+SELECT kind, collection, contract, token_id, p.* FROM parts;
 
 -- clip_tokens: the sequence CLIP would read, start and end tokens included, before it
 -- cuts at `context` tokens; traits_kept: traits whose whole text is inside the cut.
@@ -140,16 +120,13 @@ WITH counted AS (
                  END, 0))::INTEGER AS clip_tokens,
            CASE p.trait_set WHEN 'all' THEN coalesce(s.n_all, 0)
                             WHEN 'visual' THEN s.n_visual ELSE 0 END AS traits_total,
-           CASE
-               WHEN p.trait_set = 'all' AND p.kind = 'caption' THEN k.caption_all
-               WHEN p.trait_set = 'visual' AND p.kind = 'caption' THEN k.caption_visual
-               WHEN p.trait_set = 'all' THEN k.prompt_all
-               WHEN p.trait_set = 'visual' THEN k.prompt_visual
+           CASE p.trait_set WHEN 'all' THEN k.all_kept WHEN 'visual' THEN k.visual_kept
            END AS kept_when_cut
     FROM text_parts AS p
-    JOIN string_tokens AS h ON h.text = shape(p.head)
+    JOIN head_texts AS h ON h.head = p.head
     LEFT JOIN trait_sums AS s ON s.contract = p.contract AND s.token_id = p.token_id
-    LEFT JOIN cut_traits AS k ON k.contract = p.contract AND k.token_id = p.token_id
+    LEFT JOIN cut_traits AS k
+        ON k.kind = p.kind AND k.contract = p.contract AND k.token_id = p.token_id
     LEFT JOIN string_tokens AS e1 ON e1.text = shape(p.extra1)
     LEFT JOIN string_tokens AS e2 ON e2.text = shape(p.extra2)
     LEFT JOIN trait_tokens AS lt ON lt.trait_type = p.last_type AND lt.value = p.last_value

@@ -40,6 +40,9 @@ OUTPUTS = {
     "collection_splits": "SELECT * FROM collection_splits ORDER BY collection",
 }
 
+# Tables whose texts may be cut by CLIP, and the kind of text in each.
+CUT_KINDS = {"captions": "caption", "prompts": "prompt"}
+
 
 @dataclass
 class TablesResult:
@@ -87,6 +90,9 @@ def build_tables(
     clock.lap("splits")
 
     for name, query in OUTPUTS.items():
+        if name in CUT_KINDS:  # only now: the other kind's cut is not this one's cost
+            con.execute("SET VARIABLE cut_kind = ?", [CUT_KINDS[name]])
+            run_sql(con, "cut_traits")
         result.rows[name] = _copy(con, query, join(out.url, f"{name}.parquet"))
         clock.lap(name)
     _write_dashboards(con, out)
