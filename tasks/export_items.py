@@ -70,10 +70,13 @@ def export_items(
     unknown = set(splits) - set(SPLITS)
     if unknown:
         raise ValueError(f"unknown splits {sorted(unknown)}: use {', '.join(SPLITS)}")
-    pairs = con.execute(
-        "SELECT DISTINCT collection, contract FROM read_parquet(? || '/tokens/*/*.parquet')",
-        [tables],
-    ).fetchall()
+    try:
+        pairs = con.execute(
+            "SELECT DISTINCT collection, contract FROM read_parquet(? || '/tokens/*/*.parquet')",
+            [tables],
+        ).fetchall()
+    except duckdb.IOException as e:
+        raise ValueError(f"no tables under {tables}: run nft1000/tables first ({e})") from e
     folders = safe_names(sorted((str(c), str(a)) for c, a in pairs))
     for name, value in {
         "tables": tables,

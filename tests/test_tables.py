@@ -23,6 +23,7 @@ import duckdb
 import pytest
 
 from tasks import duck
+from tasks.export_items import export_items
 from tasks.folders import LocalFolder
 from tasks.manifest import ManifestRow
 from tasks.splits import Partitioning, load_partitioning, split_for
@@ -639,3 +640,8 @@ def test_a_rerun_writes_identical_tables(
     assert first.rows["captions"] > 0
     _same_tables(tmp_path / "first", tmp_path / "again")
     _same_tables(tmp_path / "first", tmp_path / "fresh")
+
+
+def test_an_export_before_any_tables_says_what_to_run(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="run nft1000/tables first"):
+        list(export_items(duck.connect(), str(tmp_path)))
