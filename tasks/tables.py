@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 
 from tasks import clip_tokens
-from tasks.duck import join, quote, run_sql
+from tasks.duck import join, quote, run_sql, sql_text
 from tasks.folders import Folder
 from tasks.splits import Partitioning, build_splits, register_collection_splits
 
@@ -50,6 +50,7 @@ class TablesResult:
     described: int = 0  # tokens whose metadata was read
     collections: int = 0
     words: int = 0  # distinct words whose CLIP tokens were counted
+    counted_whole: int = 0  # texts counted whole instead (ftfy looks at the whole text)
     rows: dict[str, int] = field(default_factory=dict)  # rows written per table
     seconds: dict[str, float] = field(default_factory=dict)  # per step
 
@@ -83,6 +84,7 @@ def build_tables(
     run_sql(con, "texts")
     result.words = _count_words(con)
     run_sql(con, "texts_counted")
+    result.counted_whole = _count_whole(con)
     clock.lap("words")
 
     register_collection_splits(con, partitioning)
@@ -110,21 +112,53 @@ def _count_words(con: duckdb.DuckDBPyConnection) -> int:
     """Fill ``clip_words(word, tokens)`` for every distinct word of every text."""
     words = [w for (w,) in con.execute("SELECT word FROM words_to_count").fetchall()]
     counts = clip_tokens.word_counts(words)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "words.jsonl"
-        path.write_text(
-            "".join(
-                json.dumps({"word": w, "tokens": n}) + "\n"
-                for w, n in zip(words, counts, strict=True)
-            ),
-            encoding="utf-8",
-        )
-        con.execute(
-            "CREATE OR REPLACE TABLE clip_words AS SELECT * FROM read_json(?, "
-            "format = 'newline_delimited', columns = {'word': 'VARCHAR', 'tokens': 'INTEGER'})",
-            [str(path)],
-        )
+    rows = [{"word": w, "tokens": n} for w, n in zip(words, counts, strict=True)]
+    _load(
+        con, "CREATE OR REPLACE TABLE clip_words AS", rows, {"word": "VARCHAR", "tokens": "INTEGER"}
+    )
     return len(words)
+
+
+def _count_whole(con: duckdb.DuckDBPyConnection) -> int:
+    """Fill ``whole_counted`` for the texts CLIP's tokenizer must see whole."""
+    rows = []
+    cursor = con.execute(sql_text("whole_count_texts"))
+    while (row := cursor.fetchone()) is not None:
+        kind, contract, token_id, method, head, body, traits = row
+        text = f"{head} {body}" if body else head
+        total = clip_tokens.count(text) + 2
+        kept = len(traits or [])
+        if traits and total > clip_tokens.CONTEXT_LENGTH:
+            joiner = " " if kind == "caption" else ", "
+            kept = sum(
+                clip_tokens.count(f"{head} {joiner.join(traits[:i])}") + 2
+                <= clip_tokens.CONTEXT_LENGTH
+                for i in range(1, len(traits) + 1)
+            )
+        rows.append(
+            {"kind": kind, "contract": contract, "token_id": token_id, "method": method,
+             "clip_tokens": total, "traits_kept": kept}
+        )  # fmt: skip
+    columns = dict.fromkeys(("kind", "contract", "token_id", "method"), "VARCHAR")
+    columns |= {"clip_tokens": "INTEGER", "traits_kept": "BIGINT"}
+    _load(con, "INSERT INTO whole_counted BY NAME", rows, columns)
+    return len(rows)
+
+
+def _load(
+    con: duckdb.DuckDBPyConnection,
+    into: str,
+    rows: list[dict[str, object]],
+    columns: dict[str, str],
+) -> None:
+    """``<into> SELECT`` the rows, through a JSON-lines file (binding lists is slow)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rows.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        con.execute(
+            f"{into} SELECT * FROM read_json(?, format = 'newline_delimited', columns = ?)",
+            [str(path), columns],
+        )
 
 
 def _copy(con: duckdb.DuckDBPyConnection, query: str, target: str) -> int:

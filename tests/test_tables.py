@@ -457,6 +457,8 @@ WORDS = (
     RAINBOW_FLAG, "日本語", "한국어", "MiXeD", "UPPER", "it's", "O'Neil", "co-op", FULLWIDTH,
     "x²", "…", "Σσς", "İzmir", "ﬁne", "3/10", "25%", "1e9", "(big)", "--", "$", "ñandú",
     "e\u0301", "Hat", "Red", "Gold", "laser-eyes", "?!", "a.b.c", "über", "straße", "x_y",
+    # Mojibake and markup, which ftfy repairs looking at the whole text.
+    "Ã¼ber", "cafÃ©", "Â", "Â©", "â€™s", "naïve", "<b>", "&amp;amp;amp;", "<", "&lt;",
 )  # fmt: skip
 TYPES = (
     "Eyes", "", "Rarity Score", "Token ID", "Background", "Hat & Cap", "日本", "Level",
