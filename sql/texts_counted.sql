@@ -55,19 +55,28 @@ CREATE OR REPLACE TABLE whole_counted (
     clip_tokens INTEGER, traits_kept BIGINT
 );
 
+-- Whether any word could need it: a word with mojibake, or one ending in "Â" or "Ã",
+-- or words with "<" and with "&". Most builds have none, and skip the scan below.
+CREATE OR REPLACE MACRO mojibake(text) AS regexp_matches(
+    text,
+    '[\x{A1}-\x{BF}\x{D7}\x{F7}€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ]'
+    || '|[\x{C0}-\x{FF}][\x{A0}-\x{FF}€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ]|[\x{C2}\x{C3}]( |$)'
+);
+
+SET VARIABLE whole_count = (
+    SELECT bool_or(mojibake(word)) OR (bool_or(contains(word, '<')) AND bool_or(contains(word, '&')))
+    FROM clip_words
+);
+
 CREATE OR REPLACE TABLE whole_count_tokens AS
 SELECT contract, token_id FROM (
     SELECT contract, token_id,
            concat_ws(' ', collection, name, description,
                      array_to_string(trait_texts(traits), ' ')) AS words
     FROM described
+    WHERE getvariable('whole_count')
 )
-WHERE regexp_matches(
-        words,
-        '[\x{A1}-\x{BF}\x{D7}\x{F7}€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ]'
-        || '|[\x{C0}-\x{FF}][\x{A0}-\x{FF}€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ]|[\x{C2}\x{C3}] '
-    )
-   OR (contains(words, '<') AND contains(words, '&'));
+WHERE mojibake(words) OR (contains(words, '<') AND contains(words, '&'));
 
 -- Each text as head + body, with what its token count is summed from:
 -- trait_set (which traits' sums: 'all', 'visual' or none), extra strings (name,
