@@ -1,0 +1,541 @@
+"""Per-trait-value image masks for dynamic masking: official ones from layer art, derived ones.
+
+Dynamic masking (METHOD.md section 4) covers a picked trait's region of the image.
+A mask is a boolean array (height x width, the collection's native size) per
+``(trait_type, value)``.
+
+Official masks come from the collection's layer art: a layer's alpha > 0, united
+over every layer file that draws the value (see ``official_masks``).
+
+Derived masks need no layer art. ``MaskBuilder`` streams over the tokens once and
+keeps, per value and per pixel, a histogram of the colours its tokens show there.
+A pixel belongs to a value when tokens with the value show colours there that
+tokens without it show less often, in at least ``tau`` of the value's tokens:
+
+    excess(v, p) = sum over colours c of max(0, f_v(c) - f_rest(c) - z * se(c))
+
+``f_v``/``f_rest`` are the shares of tokens with/without the value showing colour c
+at p, ``se`` the standard error of their difference under "the value changes
+nothing" (pooled share, 1/n + 1/(N-n)), so a rare value only counts colours that
+are rare without it: the threshold adapts to the number of tokens. Colours are
+exact RGBA, matched per pixel against a palette of at most ``palette`` colours
+seen there; later colours share one overflow slot. Summing over colours keeps a
+value whose layer comes in colour variants (Moonbirds eyes in seven colours), and
+``tau`` below one keeps pixels that a layer above (a hat) hides in most tokens.
+
+What "differ" finds is the region that tells the value apart: where it draws
+something, and where it leaves visible what its siblings would cover (closed
+eyes show the face where open eyes draw). Pixels hidden in every token, and
+pixels where all values of a trait type draw the same colours (nested shapes),
+cannot differ; two completions approach the layer's full alpha:
+
+- Holes: an enclosed hole of a mask is filled when the value's tokens show one
+  colour there in at least half of them, or when the hole is at most half the
+  mask's size and lies mostly under masks of other (non-backdrop) trait types,
+  as eyes on a body do; a large hole such as the body inside a cape is kept.
+- Backdrops: a trait type present in every token whose masks cover at least
+  three quarters of the image border (token-weighted) lies under everything; its
+  values' masks become the whole canvas (``fill_backdrop=False`` keeps what shows).
+
+A value in every token has no tokens without it to compare and gets no mask.
+Tokens without traits and images of another size are skipped and reported.
+
+Memory: ``values x grid_pixels x (palette + 1) x 4`` bytes of counts (Moonbirds,
+116 values at 42x42 with 32 colours: 27 MB) plus 16 MB of buffered pixels. Images
+larger than ``grid`` on a side are sampled on a grid of pixel centres (never
+averaged, which would invent colours), and the masks scaled back to native size.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import tarfile
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+Key = tuple[str, str]
+Mask = npt.NDArray[np.bool_]
+
+MAX_SKIPPED_LISTED = 100
+BACKDROP_BORDER = 0.75  # token-weighted share of border pixels a backdrop type covers
+HOLE_PURITY = 0.5  # share of a value's tokens showing one colour in a hole it may claim
+HOLE_SIZE = 0.5  # largest hole, relative to the mask, filled because others cover it
+FLUSH_CELLS = 1 << 21  # sampled pixels buffered before they are counted (16 MB)
+COMPARE_CELLS = 1 << 24  # (pixel, palette slot) pairs compared at once (16 MB)
+
+
+def iou(a: Mask, b: Mask) -> float:
+    """Intersection over union of two masks of one shape; 1.0 when both are empty."""
+    if a.shape != b.shape:
+        raise ValueError(f"mask shapes differ: {a.shape} and {b.shape}")
+    union = int(np.logical_or(a, b).sum())
+    return 1.0 if union == 0 else int(np.logical_and(a, b).sum()) / union
+
+
+# --- official masks from layer art -------------------------------------------------
+
+# Moonbirds layer folders back to front. Compositing a token's layers in this
+# order over its background colour reproduces 9,964 of the 10,000 token images
+# exactly (the rest are 1/1 legendaries and the renamed skeleton eyes).
+MOONBIRDS_ORDER = ("body", "eyes", "beak", "eyewear", "headwear", "outerwear")
+MOONBIRDS_CSV = "moonbirds.csv"
+_HASHLIPS_FILE = re.compile(r"(?:^|/)(?P<trait>[^/]+)/(?P<value>[^/#]+)#\d+\.png$")
+
+
+@dataclass(frozen=True)
+class LayerArt:
+    """Moonbirds layer art: the layers' alpha and which layers draw each token.
+
+    ``tokens[id]`` lists ``(key, layer)`` back to front; ``key`` is the metadata
+    trait the layer draws, or None for legendary art the metadata leaves out. A
+    layer may draw two traits (Body and Feathers share one body layer).
+    ``backdrop`` traits (Background) have no layer file: they fill the canvas.
+    """
+
+    size: tuple[int, int]  # (height, width)
+    alpha: dict[str, Mask]
+    tokens: dict[int, tuple[tuple[Key | None, str], ...]]
+    backdrop: dict[int, Key]
+
+
+def official_masks(source: Path | str) -> dict[Key, Mask]:
+    """Masks from layer art: a folder or .tar.gz of Moonbirds or HashLips layers.
+
+    Moonbirds: the union of the alpha of every layer that draws the value in some
+    token (``moonbirds_art``); Background, which has no layer, is the whole canvas.
+    HashLips (``<Trait>/<Value>#<weight>.png``): each file's alpha, at the file's
+    own size.
+    """
+    files = _read_files(source)
+    if any(_name(path) == MOONBIRDS_CSV for path in files):
+        return _union_masks(moonbirds_art(files))
+    return _hashlips_masks(files)
+
+
+def moonbirds_art(source: Path | str | Mapping[str, bytes]) -> LayerArt:
+    """Read ``moonbirds.csv`` and the layer PNGs under ``attributes/``.
+
+    The csv writes Beak and Eyes as ``<shape> - <colour>`` ("Small - Orange",
+    "Angry - Yellow"); the metadata keeps only the shape ("Small", "Angry"), and
+    leaves out the legendary-only beaks and eyes written without " - " ("Small
+    (Cosmic)", "Glitch 1"). Body and Feathers are separate traits drawn by one
+    layer ``<body>-<feathers>``. File names are the values in lower case with
+    " - " as "-", spaces as "_" and apostrophes dropped ("Aviator's Cap" ->
+    ``aviators_cap``). Folders ``*_w_gradients`` (bodies pre-composited on the
+    legendary backgrounds) and ``gradients`` (those backgrounds) are not layers.
+    """
+    files = source if isinstance(source, Mapping) else _read_files(source)
+    csv_path = next((path for path in files if _name(path) == MOONBIRDS_CSV), None)
+    if csv_path is None:
+        raise ValueError(f"no {MOONBIRDS_CSV} in the layer art")
+    root = csv_path[: -len(MOONBIRDS_CSV)] + "attributes/"
+    index: dict[tuple[str, str], str] = {}
+    for path in sorted(files):
+        if not (path.startswith(root) and path.endswith(".png")):
+            continue
+        folder, _, name = path[len(root) :].rpartition("/")
+        if folder.endswith("_w_gradients") or folder == "gradients" or "/" in folder:
+            continue
+        index.setdefault((folder.split("-")[0], name[: -len(".png")]), path)
+
+    alpha: dict[str, Mask] = {}
+    tokens: dict[int, tuple[tuple[Key | None, str], ...]] = {}
+    backdrop: dict[int, Key] = {}
+    rows = csv.DictReader(io.StringIO(files[csv_path].decode("utf-8")), skipinitialspace=True)
+    for row in rows:
+        cells = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+        token = int(cells["id"])
+        drawn: list[tuple[Key | None, str]] = []
+        for folder in MOONBIRDS_ORDER:
+            for key, stem in _moonbirds_layers(folder, cells):
+                layer = index.get((folder, stem))
+                if layer is None:
+                    raise ValueError(f"token {token}: no layer {folder}/{stem}.png")
+                if layer not in alpha:
+                    alpha[layer] = _alpha(files[layer])
+                drawn.append((key, layer))
+        tokens[token] = tuple(drawn)
+        backdrop[token] = ("Background", cells["background"])
+    shapes = {mask.shape for mask in alpha.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"layers differ in size: {sorted(shapes)}")
+    (size,) = shapes
+    return LayerArt((size[0], size[1]), alpha, tokens, backdrop)
+
+
+def _moonbirds_layers(folder: str, cells: Mapping[str, str]) -> list[tuple[Key | None, str]]:
+    """The (metadata key, layer stem) pairs a csv row draws from one layer folder."""
+    if folder == "body":
+        stem = f"{_slug(cells['body'])}-{_slug(cells['feathers'])}"
+        return [(("Body", cells["body"]), stem), (("Feathers", cells["feathers"]), stem)]
+    value = cells[folder]
+    if not value:
+        return []
+    if folder in ("beak", "eyes"):
+        shape, sep, _ = value.partition(" - ")
+        return [((folder.title(), shape) if sep else None, _slug(value))]
+    return [((folder.title(), value), _slug(value))]
+
+
+def _slug(value: str) -> str:
+    return value.lower().replace("'", "").replace(" - ", "-").replace(" ", "_")
+
+
+def _union_masks(art: LayerArt) -> dict[Key, Mask]:
+    masks: dict[Key, Mask] = {}
+    for drawn in art.tokens.values():
+        for key, path in drawn:
+            if key is not None:
+                masks[key] = masks.get(key, np.zeros(art.size, bool)) | art.alpha[path]
+    for key in art.backdrop.values():
+        masks[key] = np.ones(art.size, bool)
+    return masks
+
+
+def _hashlips_masks(files: Mapping[str, bytes]) -> dict[Key, Mask]:
+    masks: dict[Key, Mask] = {}
+    for path, data in files.items():
+        match = _HASHLIPS_FILE.search(path)
+        if match:
+            masks[(match["trait"], match["value"])] = _alpha(data)
+    if not masks:
+        raise ValueError("no moonbirds.csv and no HashLips <Trait>/<Value>#<weight>.png")
+    return masks
+
+
+def _read_files(source: Path | str) -> dict[str, bytes]:
+    """PNG and csv files of a layer-art folder or .tar.gz, by path relative to it."""
+    source = Path(source)
+    wanted = (".png", ".csv")
+    if source.is_dir():
+        return {
+            path.relative_to(source).as_posix(): path.read_bytes()
+            for path in sorted(source.rglob("*"))
+            if path.is_file() and path.suffix in wanted
+        }
+    files: dict[str, bytes] = {}
+    with tarfile.open(source, "r:*") as archive:
+        for member in archive:
+            if member.isfile() and member.name.endswith(wanted):
+                extracted = archive.extractfile(member)
+                if extracted is not None:
+                    files[member.name] = extracted.read()
+    return files
+
+
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _alpha(data: bytes) -> Mask:
+    with Image.open(io.BytesIO(data), formats=("PNG",)) as im:
+        rgba = np.asarray(im.convert("RGBA"))
+    return np.asarray(rgba[..., 3] > 0)
+
+
+# --- derived masks ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A token the builder did not use, and why."""
+
+    token: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DerivedMasks:
+    """Masks per value, and the reason for each value and token left without one."""
+
+    masks: dict[Key, Mask]
+    reasons: dict[Key, str]
+    backdrops: tuple[str, ...]  # trait types whose masks were widened to the canvas
+    tokens: int  # tokens the statistics came from
+    skipped: tuple[Skipped, ...]  # the first MAX_SKIPPED_LISTED skipped tokens
+    skipped_count: int
+
+
+class MaskBuilder:
+    """Accumulates per-value colour histograms over tokens; ``masks`` derives the masks.
+
+    ``size`` is (width, height), as Pillow writes it; every image must have it.
+    Images are buffered up to FLUSH_CELLS sampled pixels, so memory does not grow
+    with the number of tokens.
+    """
+
+    def __init__(self, size: tuple[int, int], *, grid: int = 64, palette: int = 32) -> None:
+        width, height = size
+        if width < 1 or height < 1 or grid < 1 or palette < 1:
+            raise ValueError("size, grid and palette must be positive")
+        self.size = (width, height)
+        gh, gw = min(height, grid), min(width, grid)
+        # Sample points: pixel centres of a gh x gw grid; exact pixels, never averages.
+        self._rows = (np.arange(gh) * 2 + 1) * height // (2 * gh)
+        self._cols = (np.arange(gw) * 2 + 1) * width // (2 * gw)
+        self._grid = (gh, gw)
+        self._pixels = gh * gw
+        self._palette_size = palette
+        self._flush_tokens = max(1, FLUSH_CELLS // self._pixels)
+        self._palette = np.full((self._pixels, palette), -1, np.int64)
+        self._used = np.zeros(self._pixels, np.int64)
+        self._counts = np.zeros((0, self._pixels, palette + 1), np.uint32)
+        self._total = np.zeros((self._pixels, palette + 1), np.int64)
+        self._keys: dict[Key, int] = {}
+        self._value_tokens: list[int] = []
+        self._type_tokens: defaultdict[str, int] = defaultdict(int)
+        self._pending: list[npt.NDArray[np.int64]] = []
+        self._pending_keys: list[list[int]] = []
+        self._tokens = 0
+        self._skipped: list[Skipped] = []
+        self._skipped_count = 0
+
+    @property
+    def count_bytes(self) -> int:
+        """Bytes held by the per-value colour counts (the builder's main memory)."""
+        return int(self._counts.nbytes + self._total.nbytes + self._palette.nbytes)
+
+    def add(
+        self, image: npt.NDArray[np.uint8] | Image.Image, traits: Iterable[Key], token: str = ""
+    ) -> str | None:
+        """Count one token; returns None, or why it was skipped (also kept for ``masks``)."""
+        keys = list(dict.fromkeys((str(t), str(v)) for t, v in traits))
+        if not keys:
+            return self._skip(token, "no traits")
+        if isinstance(image, Image.Image):
+            width, height = image.size
+        elif isinstance(image, np.ndarray) and image.ndim >= 2:
+            height, width = image.shape[:2]
+        else:
+            return self._skip(token, "not an image")
+        if (width, height) != self.size:  # checked first: a huge image is never converted
+            want = f"{self.size[0]}x{self.size[1]}"
+            return self._skip(token, f"image is {width}x{height}, the collection's is {want}")
+        pixels = _rgba(image)
+        if pixels is None:
+            return self._skip(token, "not an 8-bit grey, RGB or RGBA image")
+        sampled = pixels[self._rows][:, self._cols].astype(np.int64)
+        packed = (sampled[..., 0] << 24) | (sampled[..., 1] << 16)
+        packed |= (sampled[..., 2] << 8) | sampled[..., 3]
+        self._pending.append(packed.reshape(-1))
+        self._pending_keys.append([self._key_index(key) for key in keys])
+        for trait_type in dict.fromkeys(t for t, _ in keys):
+            self._type_tokens[trait_type] += 1
+        self._tokens += 1
+        if len(self._pending) >= self._flush_tokens:
+            self._flush()
+        return None
+
+    def masks(
+        self,
+        *,
+        min_tokens: int = 3,
+        tau: float = 0.2,
+        z: float = 3.0,
+        fill_backdrop: bool = True,
+    ) -> DerivedMasks:
+        """The derived mask of every value with enough tokens (see the module docstring)."""
+        self._flush()
+        total = self._tokens
+        reasons: dict[Key, str] = {}
+        grid_masks: dict[Key, Mask] = {}
+        purity: dict[Key, npt.NDArray[np.float64]] = {}
+        pooled = self._total / max(total, 1)
+        for key, index in self._keys.items():
+            n = self._value_tokens[index]
+            if n >= total:
+                reasons[key] = "in every token: no tokens without it to compare"
+                continue
+            if n < min_tokens:
+                reasons[key] = f"only {n} tokens (min_tokens={min_tokens})"
+                continue
+            counts = self._counts[index].astype(np.float64)
+            with_v = counts / n
+            without = (self._total - counts) / (total - n)
+            se = np.sqrt(pooled * (1 - pooled) * (1 / n + 1 / (total - n)))
+            excess = np.clip(with_v - without - z * se, 0, None).sum(axis=1)
+            mask = (excess >= tau).reshape(self._grid)
+            if not mask.any():
+                reasons[key] = f"no pixel differs in {tau:.0%} of its tokens"
+                continue
+            grid_masks[key] = mask
+            purity[key] = with_v[:, :-1].max(axis=1).reshape(self._grid)
+        backdrops = self._backdrops(grid_masks)
+        _fill_holes(grid_masks, purity, backdrops)
+        if fill_backdrop:
+            for key in grid_masks:
+                if key[0] in backdrops:
+                    grid_masks[key] = np.ones(self._grid, bool)
+        return DerivedMasks(
+            masks={key: self._native(mask) for key, mask in grid_masks.items()},
+            reasons=reasons,
+            backdrops=tuple(sorted(backdrops)),
+            tokens=total,
+            skipped=tuple(self._skipped),
+            skipped_count=self._skipped_count,
+        )
+
+    def _backdrops(self, masks: Mapping[Key, Mask]) -> set[str]:
+        """Trait types in every token whose masks cover most of the image border."""
+        cover: defaultdict[str, float] = defaultdict(float)
+        for key, mask in masks.items():
+            border = np.concatenate([mask[0], mask[-1], mask[1:-1, 0], mask[1:-1, -1]])
+            cover[key[0]] += self._value_tokens[self._keys[key]] * float(border.mean())
+        return {
+            trait_type
+            for trait_type, covered in cover.items()
+            if self._type_tokens[trait_type] == self._tokens
+            and covered >= BACKDROP_BORDER * self._tokens
+        }
+
+    def _native(self, mask: Mask) -> Mask:
+        width, height = self.size
+        gh, gw = self._grid
+        rows = np.arange(height) * gh // height
+        cols = np.arange(width) * gw // width
+        return np.asarray(mask[rows][:, cols])
+
+    def _key_index(self, key: Key) -> int:
+        index = self._keys.get(key)
+        if index is None:
+            index = self._keys[key] = len(self._keys)
+            self._value_tokens.append(0)
+        self._value_tokens[index] += 1
+        return index
+
+    def _skip(self, token: str, reason: str) -> str:
+        self._skipped_count += 1
+        if len(self._skipped) < MAX_SKIPPED_LISTED:
+            self._skipped.append(Skipped(token, reason))
+        return reason
+
+    def _flush(self) -> None:
+        """Add the buffered images to the counts, one value at a time."""
+        if not self._pending:
+            return
+        slots = np.concatenate([self._slots(chunk) for chunk in self._chunks()])
+        width = self._palette_size + 1
+        cells = np.arange(self._pixels) * width + slots  # (tokens, pixels) cell per colour
+        values = len(self._keys)
+        if self._counts.shape[0] < values:
+            grown = np.zeros((values, *self._counts.shape[1:]), np.uint32)
+            grown[: self._counts.shape[0]] = self._counts
+            self._counts = grown
+        members: defaultdict[int, list[int]] = defaultdict(list)
+        for row, indices in enumerate(self._pending_keys):
+            for index in indices:
+                members[index].append(row)
+        size = self._pixels * width
+        for index, rows in members.items():
+            added = np.bincount(cells[rows].ravel(), minlength=size)
+            self._counts[index] += added.reshape(self._pixels, width).astype(np.uint32)
+        self._total += np.bincount(cells.ravel(), minlength=size).reshape(self._pixels, width)
+        self._pending.clear()
+        self._pending_keys.clear()
+
+    def _chunks(self) -> Iterable[npt.NDArray[np.int64]]:
+        """The buffered colours in row chunks small enough to compare with the palette."""
+        step = max(1, COMPARE_CELLS // (self._pixels * self._palette_size))
+        for start in range(0, len(self._pending), step):
+            yield np.stack(self._pending[start : start + step])
+
+    def _slots(self, colours: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Palette slot of each (token, pixel) colour; new colours take free slots."""
+        equal = colours[:, :, None] == self._palette[None]
+        found = equal.any(axis=2)
+        slots: npt.NDArray[np.int64] = equal.argmax(axis=2)
+        if found.all():
+            return slots
+        token, pixel = np.nonzero(~found)
+        wanted = (pixel.astype(np.int64) << 32) | colours[token, pixel]
+        unique = np.unique(wanted)
+        where = unique >> 32
+        rank = np.arange(len(unique)) - np.searchsorted(where, where, side="left")
+        slot = self._used[where] + rank
+        free = slot < self._palette_size
+        self._palette[where[free], slot[free]] = unique[free] & 0xFFFFFFFF
+        np.maximum.at(self._used, where[free], slot[free] + 1)
+        slot[~free] = self._palette_size  # the overflow slot
+        slots[token, pixel] = slot[np.searchsorted(unique, wanted)]
+        return slots
+
+
+def _rgba(image: npt.NDArray[np.uint8] | Image.Image) -> npt.NDArray[np.uint8] | None:
+    """The image as an RGBA uint8 array, or None when it is not one we can read."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGBA"))
+    if image.dtype != np.uint8:
+        return None
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        return None
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    if image.shape[2] == 3:
+        opaque = np.full((*image.shape[:2], 1), 255, np.uint8)
+        image = np.concatenate([image, opaque], axis=2)
+    return image
+
+
+def _fill_holes(
+    masks: dict[Key, Mask], purity: Mapping[Key, npt.NDArray[np.float64]], backdrops: set[str]
+) -> None:
+    """Fill the holes a value's layer most likely spans (see the module docstring)."""
+    if not masks:
+        return
+    shape = next(iter(masks.values())).shape
+    others: dict[str, Mask] = {}
+    for trait_type in {key[0] for key in masks}:
+        others[trait_type] = np.zeros(shape, bool)
+        for key, mask in masks.items():
+            if key[0] != trait_type and key[0] not in backdrops:
+                others[trait_type] |= mask
+    for key, mask in list(masks.items()):
+        filled = mask.copy()
+        for hole in _holes(mask):
+            consistent = purity[key][hole].mean() >= HOLE_PURITY
+            occluded = hole.sum() <= HOLE_SIZE * mask.sum() and others[key[0]][hole].mean() >= 0.5
+            if consistent or occluded:
+                filled |= hole
+        masks[key] = filled
+
+
+def _holes(mask: Mask) -> list[Mask]:
+    """Connected regions (4-neighbour) outside the mask that do not reach the border."""
+    outside = np.zeros_like(mask)
+    free = ~mask
+    outside[[0, -1], :] = free[[0, -1], :]
+    outside[:, [0, -1]] = free[:, [0, -1]]
+    outside = _grow(outside, free)
+    inside = free & ~outside
+    holes = []
+    while inside.any():
+        seed = np.zeros_like(mask)
+        seed[np.unravel_index(int(np.argmax(inside)), mask.shape)] = True
+        hole = _grow(seed, inside)
+        holes.append(hole)
+        inside &= ~hole
+    return holes
+
+
+def _grow(region: Mask, within: Mask) -> Mask:
+    """Grow ``region`` through 4-neighbours inside ``within`` until it stops changing."""
+    while True:
+        grown = region.copy()
+        grown[1:] |= region[:-1]
+        grown[:-1] |= region[1:]
+        grown[:, 1:] |= region[:, :-1]
+        grown[:, :-1] |= region[:, 1:]
+        grown &= within
+        if np.array_equal(grown, region):
+            return grown
+        region = grown
