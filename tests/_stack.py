@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import random
 import re
+import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,3 +99,24 @@ def build_quirks_ipfs(car_dir: Path) -> tuple[str, dict[str, bytes]]:
     cid, blocks = add_directory(files)
     (car_dir / "quirks.car").write_bytes(write_car([cid], blocks.items()))
     return str(cid), files
+
+
+_MOONBIRD_FILE = re.compile(r"moonbirds/(images|metadata)/(\d+)\.(?:png|json)")
+
+
+def read_moonbirds(count: int) -> dict[int, tuple[bytes, bytes]]:
+    """Real metadata JSON and PNG bytes of Moonbirds 0..count-1: id -> (metadata, image)."""
+    found: dict[str, dict[int, bytes]] = {"images": {}, "metadata": {}}
+    with tarfile.open(MOONBIRDS_ARCHIVE, "r:gz") as tar:
+        for member in tar:
+            match = _MOONBIRD_FILE.fullmatch(member.name)
+            if match and int(match[2]) < count:
+                data = tar.extractfile(member)
+                assert data is not None
+                found[match[1]][int(match[2])] = data.read()
+    return {i: (found["metadata"][i], found["images"][i]) for i in range(count)}
+
+
+def data_uri_bytes(uri: str) -> bytes:
+    """The decoded payload of a base64 data: URI (Loot's on-chain JSON)."""
+    return base64.b64decode(uri.split(",", 1)[1])

@@ -7,18 +7,15 @@ imported into manifests again, hostile names and broken tokens included.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
 import os
-import re
-import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from _stack import DATA, MOONBIRDS_ARCHIVE, Services, noise_png
+from _stack import DATA, Services, data_uri_bytes, noise_png, read_moonbirds
 from PIL import Image
 
 from tasks.content import inspect_image
@@ -51,7 +48,6 @@ REGISTRY = DATA / "nft1000/collections.json"
 BIRDS = 30  # Moonbirds ids 0..29
 LOOT_IDS = (1, 2, 3)
 CORRUPT_ID = "9999"  # a Moonbird whose stored image is a cut-off PNG
-_MEMBER = re.compile(r"moonbirds/(images|metadata)/(\d+)\.(?:png|json)")
 
 
 @dataclass(frozen=True)
@@ -64,19 +60,7 @@ class Stored:
 @pytest.fixture(scope="module")
 def moonbirds() -> dict[int, tuple[bytes, bytes]]:
     """Real metadata JSON and PNG bytes of the first Moonbirds: id -> (metadata, image)."""
-    found: dict[str, dict[int, bytes]] = {"images": {}, "metadata": {}}
-    with tarfile.open(MOONBIRDS_ARCHIVE, "r:gz") as tar:
-        for member in tar:
-            match = _MEMBER.fullmatch(member.name)
-            if match and int(match[2]) < BIRDS:
-                data = tar.extractfile(member)
-                assert data is not None
-                found[match[1]][int(match[2])] = data.read()
-    return {i: (found["metadata"][i], found["images"][i]) for i in range(BIRDS)}
-
-
-def _data_uri(uri: str) -> bytes:
-    return base64.b64decode(uri.split(",", 1)[1])
+    return read_moonbirds(BIRDS)
 
 
 def _store_tokens(
@@ -88,8 +72,8 @@ def _store_tokens(
         ("Moonbirds", MOONBIRDS, str(i), meta, image) for i, (meta, image) in moonbirds.items()
     ]
     for i in LOOT_IDS:
-        meta = _data_uri(services.loot_uris[i - 1])
-        svg = _data_uri(json.loads(meta)["image"])
+        meta = data_uri_bytes(services.loot_uris[i - 1])
+        svg = data_uri_bytes(json.loads(meta)["image"])
         tokens.append(("Loot (for Adventurers)", LOOT, str(i), meta, svg))
     meta0, png0 = moonbirds[0]
     tokens.append(("Moonbirds", MOONBIRDS, CORRUPT_ID, meta0, png0[:60]))

@@ -9,16 +9,14 @@ image columns change, since the export rasterised its SVGs to PNG.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-from _stack import DATA, MOONBIRDS_ARCHIVE, Services
+from _stack import DATA, Services, data_uri_bytes, read_moonbirds
 
 from infra import sql_shell
 from tasks.content import inspect_image
@@ -45,7 +43,6 @@ BAGS = 10  # Loot ids 1..10
 TABLES = ("traits", "rarity", "captions", "prompts", "splits", "collection_splits")
 # What rasterising an SVG to PNG changes in a token's row.
 IMAGE_COLUMNS = ("image_key", "image_mime", "image_sha256", "width", "height")
-_MEMBER = re.compile(r"moonbirds/(images|metadata)/(\d+)\.(?:png|json)")
 
 Tokens = dict[int, tuple[bytes, bytes]]  # token id -> (metadata JSON, image bytes)
 Row = dict[str, Any]
@@ -54,19 +51,7 @@ Row = dict[str, Any]
 @pytest.fixture(scope="module")
 def moonbirds() -> Tokens:
     """Real metadata and 42x42 PNGs of the first BIRDS Moonbirds."""
-    found: dict[str, dict[int, bytes]] = {"images": {}, "metadata": {}}
-    with tarfile.open(MOONBIRDS_ARCHIVE, "r:gz") as tar:
-        for member in tar:
-            match = _MEMBER.fullmatch(member.name)
-            if match and int(match[2]) < BIRDS:
-                data = tar.extractfile(member)
-                assert data is not None
-                found[match[1]][int(match[2])] = data.read()
-    return {i: (found["metadata"][i], found["images"][i]) for i in range(BIRDS)}
-
-
-def _data_uri(uri: str) -> bytes:
-    return base64.b64decode(uri.split(",", 1)[1])
+    return read_moonbirds(BIRDS)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +59,8 @@ def loot(services: Services) -> Tokens:
     """Real Loot bags 1..BAGS: metadata from the on-chain data: URI, its SVG image."""
     bags = {}
     for token_id in range(1, BAGS + 1):
-        metadata = _data_uri(services.loot_uris[token_id - 1])
-        bags[token_id] = (metadata, _data_uri(json.loads(metadata)["image"]))
+        metadata = data_uri_bytes(services.loot_uris[token_id - 1])
+        bags[token_id] = (metadata, data_uri_bytes(json.loads(metadata)["image"]))
     return bags
 
 
