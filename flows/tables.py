@@ -83,9 +83,8 @@ def tables(
         for name, count in result.rows.items()
     ]
     create_table_artifact(rows, key="tables-summary", description=_describe(result, built))
-    rules = load_split_rules(settings.partitioning, settings.registries)
     create_markdown_artifact(
-        "## Split notes\n\n" + "\n".join(f"- {note}" for note in rules.notes),
+        "## Split notes\n\n" + "\n".join(f"- {note}" for note in result.split_notes),
         key="tables-split-notes",
         description="How the NFT1000 split's quirks were handled",
     )

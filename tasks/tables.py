@@ -51,6 +51,7 @@ class TablesResult:
     collections: int = 0
     words: int = 0  # distinct words whose CLIP tokens were counted
     counted_whole: int = 0  # texts counted whole instead (ftfy looks at the whole text)
+    split_notes: tuple[str, ...] = ()  # how the split file's quirks were handled
     rows: dict[str, int] = field(default_factory=dict)  # rows written per table
     seconds: dict[str, float] = field(default_factory=dict)  # per step
 
@@ -87,6 +88,7 @@ def build_tables(
     result.counted_whole = _count_whole(con)
     clock.lap("words")
 
+    result.split_notes = partitioning.notes
     register_collection_splits(con, partitioning)
     build_splits(con, seed, mini_per_collection)
     clock.lap("splits")
