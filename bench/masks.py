@@ -204,6 +204,7 @@ def bench_moonbirds(tau: float) -> dict[str, Any]:
         "iou_vs_official": mean_iou(derived.masks, official_masks(MOONBIRDS_LAYERS)),
         "iou_vs_official_visible": mean_iou(shown, visible_official(art)),
         "backdrops": list(derived.backdrops),
+        "bases": list(derived.bases),
         "no_mask": {f"{t}: {v}": reason for (t, v), reason in derived.reasons.items()},
         "seconds": {
             "read_archive": round(read, 2),
@@ -235,6 +236,8 @@ def bench_hashlips(tokens: int, size: int, tau: float) -> dict[str, Any]:
         "iou_vs_layer_alpha": mean_iou(derived.masks, composed.full),
         "iou_vs_visible_any": mean_iou(derived.masks, {k: s > 0 for k, s in share.items()}),
         "iou_vs_visible_share": mean_iou(derived.masks, {k: s >= tau for k, s in share.items()}),
+        "backdrops": list(derived.backdrops),
+        "bases": list(derived.bases),
         "per_value_vs_visible_share": _per_value(derived, share, tau),
         "no_mask": {f"{t}: {v}": reason for (t, v), reason in derived.reasons.items()},
         "seconds": {

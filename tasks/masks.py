@@ -27,8 +27,25 @@ What "differ" finds is the region that tells the value apart: where it draws
 something, and where it leaves visible what its siblings would cover (closed
 eyes show the face where open eyes draw). Pixels hidden in every token, and
 pixels where all values of a trait type draw the same colours (nested shapes),
-cannot differ; two completions approach the layer's full alpha:
+cannot differ. Four steps bring the masks towards the layers' full alpha.
 
+The first two use the backdrop. PFP art is drawn over a flat backdrop, so a
+token whose sampled border is at least half one colour shows its backdrop
+wherever it shows that colour; a value's *foreground* is where at least half of
+those of its tokens show anything else. It is observed, not compared, so one
+such token suffices; values without one, and collections whose art covers the
+border, skip both steps:
+
+- Foreground: a layer draws only over the backdrop; where a value differs only
+  by showing the backdrop (a slimmer body than its siblings), it is cut away.
+- Bases: the bottom layer of the character (a body) is drawn in every token and
+  its values (colours, patterns, shapes) differ across the whole character, while
+  the parts drawn on top (eyes, a beak, a hat) differ within their own small box.
+  A trait type in every token whose values' differing pixels span, by their
+  bounding box, at least three quarters of their foreground (token-weighted) is
+  a base; its values' masks become their foreground, the whole silhouette, which
+  pixels that all its values draw alike (the outline, a plain belly) leave out of
+  what differs.
 - Holes: an enclosed hole of a mask is filled when the value's tokens show one
   colour there in at least half of them, or when the hole is at most half the
   mask's size and lies mostly under masks of other (non-backdrop) trait types,
@@ -40,8 +57,8 @@ cannot differ; two completions approach the layer's full alpha:
 A value in every token has no tokens without it to compare and gets no mask.
 Tokens without traits and images of another size are skipped and reported.
 
-Memory: ``values x grid_pixels x (palette + 1) x 4`` bytes of counts (Moonbirds,
-116 values at 42x42 with 32 colours: 27 MB) plus 16 MB of buffered pixels. Images
+Memory: ``values x grid_pixels x (palette + 2) x 4`` bytes of counts (Moonbirds,
+116 values at 42x42 with 32 colours: 28 MB) plus 18 MB of buffered pixels. Images
 larger than ``grid`` on a side are sampled on a grid of pixel centres (never
 averaged, which would invent colours), and the masks scaled back to native size.
 """
@@ -68,7 +85,10 @@ MAX_SKIPPED_LISTED = 100
 BACKDROP_BORDER = 0.75  # token-weighted share of border pixels a backdrop type covers
 HOLE_PURITY = 0.5  # share of a value's tokens showing one colour in a hole it may claim
 HOLE_SIZE = 0.5  # largest hole, relative to the mask, filled because others cover it
-FLUSH_CELLS = 1 << 21  # sampled pixels buffered before they are counted (16 MB)
+BORDER_BACKDROP = 0.5  # share of a token's border in one colour for it to be the backdrop
+FOREGROUND = 0.5  # share of a value's tokens drawing over the backdrop at a foreground pixel
+BASE_SPAN = 0.75  # share of the foreground a base type's differing pixels span (by their box)
+FLUSH_CELLS = 1 << 21  # sampled pixels buffered before they are counted (18 MB)
 COMPARE_CELLS = 1 << 24  # (pixel, palette slot) pairs compared at once (16 MB)
 
 
@@ -262,6 +282,7 @@ class DerivedMasks:
     tokens: int  # tokens the statistics came from
     skipped: tuple[Skipped, ...]  # the first MAX_SKIPPED_LISTED skipped tokens
     skipped_count: int
+    bases: tuple[str, ...] = ()  # trait types whose masks are their values' foreground
 
 
 class MaskBuilder:
@@ -289,11 +310,17 @@ class MaskBuilder:
         self._used = np.zeros(self._pixels, np.int64)
         self._counts = np.zeros((0, self._pixels, palette + 1), np.uint32)
         self._total = np.zeros((self._pixels, palette + 1), np.int64)
+        # Per value and pixel: tokens showing something over their backdrop there,
+        # and per value the tokens whose border shows a backdrop at all.
+        self._drawn = np.zeros((0, self._pixels), np.uint32)
+        self._backdrop_tokens: list[int] = []
         self._keys: dict[Key, int] = {}
         self._value_tokens: list[int] = []
         self._type_tokens: defaultdict[str, int] = defaultdict(int)
         self._pending: list[npt.NDArray[np.int64]] = []
         self._pending_keys: list[list[int]] = []
+        self._pending_drawn: list[npt.NDArray[np.bool_]] = []  # pixels not the backdrop
+        self._pending_shows: list[bool] = []  # whether the token shows a backdrop
         self._tokens = 0
         self._skipped: list[Skipped] = []
         self._skipped_count = 0
@@ -301,7 +328,8 @@ class MaskBuilder:
     @property
     def count_bytes(self) -> int:
         """Bytes held by the per-value colour counts (the builder's main memory)."""
-        return int(self._counts.nbytes + self._total.nbytes + self._palette.nbytes)
+        held = self._counts.nbytes + self._total.nbytes + self._palette.nbytes
+        return int(held + self._drawn.nbytes)
 
     def add(
         self, image: npt.NDArray[np.uint8] | Image.Image, traits: Iterable[Key], token: str = ""
@@ -327,6 +355,9 @@ class MaskBuilder:
         packed |= (sampled[..., 2] << 8) | sampled[..., 3]
         self._pending.append(packed.reshape(-1))
         self._pending_keys.append([self._key_index(key) for key in keys])
+        backdrop = _border_colour(packed)
+        self._pending_drawn.append(packed.reshape(-1) != backdrop)
+        self._pending_shows.append(backdrop >= 0)
         for trait_type in dict.fromkeys(t for t, _ in keys):
             self._type_tokens[trait_type] += 1
         self._tokens += 1
@@ -369,6 +400,18 @@ class MaskBuilder:
             grid_masks[key] = mask
             purity[key] = with_v[:, :-1].max(axis=1).reshape(self._grid)
         backdrops = self._backdrops(grid_masks)
+        foreground = self._foregrounds()
+        bases = self._bases(grid_masks, foreground, backdrops)
+        for key in list(grid_masks):
+            if key[0] in backdrops or key not in foreground:
+                continue
+            if key[0] in bases:
+                grid_masks[key] = foreground[key]
+            else:
+                grid_masks[key] = grid_masks[key] & foreground[key]
+            if not grid_masks[key].any():
+                del grid_masks[key]
+                reasons[key] = "differs only where its tokens show the backdrop"
         _fill_holes(grid_masks, purity, backdrops)
         if fill_backdrop:
             for key in grid_masks:
@@ -381,6 +424,7 @@ class MaskBuilder:
             tokens=total,
             skipped=tuple(self._skipped),
             skipped_count=self._skipped_count,
+            bases=tuple(sorted(bases)),
         )
 
     def _backdrops(self, masks: Mapping[Key, Mask]) -> set[str]:
@@ -396,6 +440,40 @@ class MaskBuilder:
             and covered >= BACKDROP_BORDER * self._tokens
         }
 
+    def _foregrounds(self) -> dict[Key, Mask]:
+        """Per value with tokens that show a backdrop: where most of them draw over it."""
+        found: dict[Key, Mask] = {}
+        for key, index in self._keys.items():
+            n = self._backdrop_tokens[index]
+            if n:
+                found[key] = (self._drawn[index] >= FOREGROUND * n).reshape(self._grid)
+        return found
+
+    def _bases(
+        self, masks: Mapping[Key, Mask], foreground: Mapping[Key, Mask], backdrops: set[str]
+    ) -> set[str]:
+        """Trait types in every token whose values differ across most of their foreground."""
+        span: defaultdict[str, float] = defaultdict(float)
+        weight: defaultdict[str, float] = defaultdict(float)
+        for key, mask in masks.items():
+            if key[0] in backdrops or key not in foreground:
+                continue
+            drawn = foreground[key]
+            tokens = self._backdrop_tokens[self._keys[key]]
+            weight[key[0]] += tokens
+            differs = mask & drawn
+            if differs.any():
+                rows = np.flatnonzero(differs.any(axis=1))
+                cols = np.flatnonzero(differs.any(axis=0))
+                box = drawn[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+                span[key[0]] += tokens * int(box.sum()) / int(drawn.sum())
+        return {
+            trait_type
+            for trait_type, total in weight.items()
+            if self._type_tokens[trait_type] == self._tokens
+            and span[trait_type] >= BASE_SPAN * total
+        }
+
     def _native(self, mask: Mask) -> Mask:
         width, height = self.size
         gh, gw = self._grid
@@ -408,6 +486,7 @@ class MaskBuilder:
         if index is None:
             index = self._keys[key] = len(self._keys)
             self._value_tokens.append(0)
+            self._backdrop_tokens.append(0)
         self._value_tokens[index] += 1
         return index
 
@@ -425,10 +504,10 @@ class MaskBuilder:
         width = self._palette_size + 1
         cells = np.arange(self._pixels) * width + slots  # (tokens, pixels) cell per colour
         values = len(self._keys)
-        if self._counts.shape[0] < values:
-            grown = np.zeros((values, *self._counts.shape[1:]), np.uint32)
-            grown[: self._counts.shape[0]] = self._counts
-            self._counts = grown
+        self._counts = _grown(self._counts, values)
+        self._drawn = _grown(self._drawn, values)
+        shows = np.array(self._pending_shows, bool)
+        drawn = np.stack(self._pending_drawn) & shows[:, None]
         members: defaultdict[int, list[int]] = defaultdict(list)
         for row, indices in enumerate(self._pending_keys):
             for index in indices:
@@ -437,9 +516,13 @@ class MaskBuilder:
         for index, rows in members.items():
             added = np.bincount(cells[rows].ravel(), minlength=size)
             self._counts[index] += added.reshape(self._pixels, width).astype(np.uint32)
+            self._drawn[index] += drawn[rows].sum(axis=0, dtype=np.uint32)
+            self._backdrop_tokens[index] += int(shows[rows].sum())
         self._total += np.bincount(cells.ravel(), minlength=size).reshape(self._pixels, width)
         self._pending.clear()
         self._pending_keys.clear()
+        self._pending_drawn.clear()
+        self._pending_shows.clear()
 
     def _chunks(self) -> Iterable[npt.NDArray[np.int64]]:
         """The buffered colours in row chunks small enough to compare with the palette."""
@@ -466,6 +549,23 @@ class MaskBuilder:
         slot[~free] = self._palette_size  # the overflow slot
         slots[token, pixel] = slot[np.searchsorted(unique, wanted)]
         return slots
+
+
+def _grown(counts: npt.NDArray[np.uint32], values: int) -> npt.NDArray[np.uint32]:
+    """``counts`` with zero rows added up to ``values`` rows (values seen so far)."""
+    if counts.shape[0] >= values:
+        return counts
+    grown = np.zeros((values, *counts.shape[1:]), np.uint32)
+    grown[: counts.shape[0]] = counts
+    return grown
+
+
+def _border_colour(packed: npt.NDArray[np.int64]) -> int:
+    """The packed colour filling most of the sampled border (the backdrop), or -1 (none)."""
+    border = np.concatenate([packed[0], packed[-1], packed[1:-1, 0], packed[1:-1, -1]])
+    colours, counts = np.unique(border, return_counts=True)
+    best = int(np.argmax(counts))
+    return int(colours[best]) if counts[best] >= BORDER_BACKDROP * border.size else -1
 
 
 def _rgba(image: npt.NDArray[np.uint8] | Image.Image) -> npt.NDArray[np.uint8] | None:
