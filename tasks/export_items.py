@@ -31,6 +31,10 @@ class ExportItem:
     caption: str  # the preferred caption (tables: captions.preferred)
     prompt: str  # the preferred prompt
     folder: str  # the collection's folder name in exports (safe_names)
+    caption_method: str = ""  # captions.method of the caption
+    # The (trait_type, value) pairs the caption names, in its order: visual_template
+    # captions only, what dynamic masking may hide; empty for other methods.
+    traits: tuple[tuple[str, str], ...] = ()
 
 
 def safe_names(collections: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -99,6 +103,8 @@ def export_items(
             mime,
             caption,
             prompt,
+            caption_method,
+            traits,
         ) in rows:
             yield ExportItem(
                 collection,
@@ -112,4 +118,6 @@ def export_items(
                 caption,
                 prompt,
                 folder=folders[(collection, contract)],
+                caption_method=caption_method,
+                traits=tuple((str(t), str(v)) for t, v in traits),
             )

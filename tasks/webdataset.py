@@ -271,6 +271,8 @@ def _sample(
         "split": item.split,
         "in_mini": item.in_mini,
         "caption": item.caption,
+        "caption_method": item.caption_method,
+        "traits": [list(pair) for pair in item.traits],
         "prompt": item.prompt,
         "folder": item.folder,
         "source_mime": item.image_mime,

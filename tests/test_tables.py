@@ -22,7 +22,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from tasks import duck
+from tasks import duck, masking
 from tasks.export_items import export_items
 from tasks.folders import LocalFolder
 from tasks.manifest import ManifestRow
@@ -530,6 +530,28 @@ def test_token_counts_are_exact_on_adversarial_metadata(
     assert {r["method"] for r in rows if r["preferred"]} == {
         "visual_template", "visual_tags", "name_description", "name", "collection"
     }  # fmt: skip
+
+
+def test_exports_carry_the_traits_the_masking_draw_rebuilds_captions_from(
+    tmp_path: Path, partitioning: Partitioning
+) -> None:
+    """Dynamic masking rebuilds a caption from the traits it keeps; with every trait
+    kept that must be the tables' visual_template caption, byte for byte."""
+    rng = random.Random(7)
+    records = [_record(ODD, "0x" + "c" * 40, i, adversarial_metadata(rng)) for i in range(200)]
+    tables = tmp_path / "tables"
+    _write_tokens(tables / "tokens" / "odd", {"block": records})
+    _build(str(tables / "tokens" / "*" / "*.parquet"), tables, partitioning)
+    items = list(export_items(duck.connect(), str(tables)))
+    assert len(items) == 200
+    methods = Counter(i.caption_method for i in items)
+    assert methods["visual_template"] >= 50 and len(methods) >= 2
+    for item in items:
+        if item.caption_method == "visual_template":
+            assert item.traits
+            assert masking.caption(item.collection, item.traits) == item.caption
+        else:
+            assert item.traits == ()
 
 
 # Edge cases.
