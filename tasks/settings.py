@@ -87,12 +87,23 @@ class Settings:
     # DuckDB's memory cap for table builds; it spills to disk beyond it.
     duckdb_memory_limit: str = "4GB"
 
+    # The CLIP nft1000/finetune starts from and nft1000/evaluate falls back to: an
+    # open_clip architecture and pretrained tag (or checkpoint; empty: random weights).
+    # The local stack sets the tiny CPU model (tasks.clip_model.TINY_ARCHITECTURE).
+    model: str = "ViT-B-32"
+    pretrained: str = "openai"
+    # "auto": the GPU when there is one. Else "cpu", "cuda", "cuda:1"...
+    device: str = "auto"
+    # Official trait layer art per collection, "Collection name=path" (folder or
+    # .tar.gz, Moonbirds or HashLips layout); other collections get derived masks.
+    trait_layers: tuple[str, ...] = ()
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with some values changed (tests and CLI flags)."""
         return dataclasses.replace(self, **changes)
 
 
-_TUPLE_FIELDS = {"ipfs_gateways", "allow_hosts", "registries", "collections"}
+_TUPLE_FIELDS = {"ipfs_gateways", "allow_hosts", "registries", "collections", "trait_layers"}
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:

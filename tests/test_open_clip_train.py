@@ -3,7 +3,7 @@
 Real Moonbirds go through the S3 store into WebDataset shards; then
 ``python -m open_clip_train.main`` runs one epoch with no ``--train-num-samples``,
 so the epoch size it logs comes from our ``sizes.json``. The model is
-``tests/fixtures/tiny_clip`` (3.4 M parameters) through open_clip's
+``tasks/model_configs/tiny_clip`` (3.4 M parameters) through open_clip's
 ``local-dir:`` schema; no weights are downloaded.
 """
 
@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 from test_webdataset import export, moonbird_items
 
+from tasks.clip_model import TINY
 from tasks.settings import Settings
 from tasks.store import ObjectStore
 
 pytestmark = pytest.mark.services
 
-TINY_CLIP = Path(__file__).parent / "fixtures" / "tiny_clip"
+TINY_CLIP = TINY
 TRAIN, VALIDATION, PER_SHARD, BATCH = 240, 48, 120, 24
 _TRAIN_LINE = re.compile(r"Train Epoch: 0 \[\s*(\d+)/(\d+) \(100%\)\].* Contrastive_loss: (\S+)")
 _EVAL_LINE = re.compile(

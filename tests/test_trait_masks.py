@@ -1,0 +1,57 @@
+"""Collection mask sets built from real Moonbirds blobs in the real S3, official and derived."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _stack import DATA
+from _train_data import MOONBIRDS, moonbird_items
+
+from tasks.folders import open_folder
+from tasks.masks import official_masks
+from tasks.settings import Settings
+from tasks.store import ObjectStore
+from tasks.trait_masks import build_masks, load_masks, report_path
+
+pytestmark = pytest.mark.services
+
+LAYERS = DATA / "moonbirds_layers.tar.gz"
+TOKENS = 2000
+
+
+def test_official_masks_are_stored_with_how_well_derived_ones_match(
+    store: ObjectStore, settings: Settings, tmp_path: Path
+) -> None:
+    items = moonbird_items(store, range(TOKENS), "train")
+    folder = open_folder(str(tmp_path / "masks"), settings)
+    report = build_masks(items, store, folder, layers=LAYERS)
+    official = official_masks(LAYERS)
+    assert report.source == "official" and report.values == len(official)
+    assert report.tokens == TOKENS and report.size == (42, 42)
+    # Derived from 2,000 of the 10,000 tokens: below the full collection's figure,
+    # far above chance (masks cover a few percent to all of the canvas).
+    assert report.mean_iou is not None and 0.6 < report.mean_iou <= 1.0
+    assert report.iou_values >= 80
+    stored = load_masks(folder, [MOONBIRDS[1], "0xmissing"])
+    assert list(stored) == [MOONBIRDS[1]]
+    assert stored[MOONBIRDS[1]].keys() == official.keys()
+    assert all(np.array_equal(stored[MOONBIRDS[1]][k], m) for k, m in official.items())
+    assert json.loads(folder.get(report_path(MOONBIRDS[1])))["source"] == "official"
+
+
+def test_without_layers_the_masks_are_derived_and_say_which_values_have_none(
+    store: ObjectStore, settings: Settings, tmp_path: Path
+) -> None:
+    items = moonbird_items(store, range(600), "train")
+    folder = open_folder(str(tmp_path / "masks"), settings)
+    report = build_masks(items, store, folder)
+    assert report.source == "derived" and report.mean_iou is None
+    masks = load_masks(folder, [MOONBIRDS[1]])[MOONBIRDS[1]]
+    assert len(masks) == report.values > 40
+    assert report.no_mask  # rare values (fewer than 3 tokens) are listed with why
+    assert all("tokens" in why or "differs" in why for why in report.no_mask.values())
+    every_value = {t for item in items for t in item.traits}
+    assert set(masks) < every_value
