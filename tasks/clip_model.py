@@ -1,7 +1,7 @@
 """Build an open_clip model, its transforms and tokenizer from an architecture and weights.
 
 ``architecture`` is an open_clip model name ("ViT-B-32"), or ``local-dir:<folder>``
-holding an ``open_clip_config.json`` (``TINY`` is such a folder, small enough to
+holding an ``open_clip_config.json`` (``tasks.model_configs.TINY`` is one, small enough to
 train on a CPU). ``pretrained`` is an open_clip tag ("openai", "laion2b_s34b_b79k"),
 a checkpoint file (local or ``s3://``), or empty for random weights. open_clip
 ignores ``pretrained`` for ``local-dir:`` models, so checkpoint files are always
@@ -22,9 +22,6 @@ from PIL import Image
 
 from tasks.folders import open_folder
 from tasks.settings import Settings
-
-TINY = Path(__file__).parent / "model_configs" / "tiny_clip"
-TINY_ARCHITECTURE = f"local-dir:{TINY}"
 
 
 @dataclass

@@ -26,6 +26,9 @@ from tasks.masks import Key, Mask
 
 # CLIP's mean colour: a masked pixel becomes zero after CLIP's normalisation.
 FILL = (123, 117, 104)
+# A mask covering this much of the canvas is a backdrop (Background layers, and the
+# derived masks of tasks.masks widen backdrops to the whole canvas).
+BACKDROP_COVER = 0.9
 
 
 def trait_text(trait_type: str, value: str) -> str:
@@ -75,13 +78,25 @@ def draw(
     return Draw(tuple(masked), tuple(kept), caption(collection, kept))
 
 
-def union_mask(masked: Sequence[Key], masks: Mapping[Key, Mask]) -> Mask | None:
-    """The pixels any masked trait covers, at the masks' size; None when nothing is masked."""
+def union_mask(
+    masked: Sequence[Key], masks: Mapping[Key, Mask], traits: Sequence[Key] = ()
+) -> Mask | None:
+    """The pixels the masked traits cover, at the masks' size; None when nothing is masked.
+
+    A backdrop's mask (a background: nearly the whole canvas) lies under everything
+    else, so it only covers what the token's other ``traits`` leave uncovered;
+    painting the whole canvas would hide every other trait with it.
+    """
     if not masked:
         return None
     union = np.zeros_like(masks[masked[0]])
     for key in masked:
-        union |= masks[key]
+        region = masks[key]
+        if region.mean() >= BACKDROP_COVER:
+            for other in traits:
+                if other != key and other in masks and masks[other].mean() < BACKDROP_COVER:
+                    region = region & ~masks[other]
+        union |= region
     return union
 
 

@@ -168,7 +168,7 @@ class ShardBatches(IterableDataset[dict[str, Any]]):
                 self.mask_probability,
                 np.random.default_rng(seed),
             )
-            image = apply_mask(image, union_mask(picked.masked, masks))
+            image = apply_mask(image, union_mask(picked.masked, masks, sample.traits))
             caption, hidden = picked.caption, len(picked.masked)
         # Augmentations draw from torch's generator: seeded per sample, replayable.
         torch.manual_seed(seed)

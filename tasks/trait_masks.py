@@ -8,6 +8,8 @@ reported: that is how good derivation is where nobody published layers.
 
 Stored per contract under ``masks/``: ``<contract>.npz`` (``keys``: N x 2 strings,
 ``masks``: N x H x W booleans, no pickles) and ``<contract>.json`` (the report).
+A collection where no value gets a mask (no visual traits, as Loot) gets the
+report alone, with source "none", so it is not tried again on every run.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ MAX_REASONS = 50  # values listed per report without a mask, with why
 class MaskReport:
     contract: str
     collection: str
-    source: str  # "official" or "derived"
+    source: str  # "official", "derived", or "none" (no value has a mask)
     values: int  # values with a mask
     tokens: int  # tokens derivation counted (0 for official masks alone)
     skipped: int  # tokens derivation could not use
@@ -63,8 +65,8 @@ def build_masks(
     """Masks of one collection from its items' stored images; written to ``folder``.
 
     Items must be of one contract and carry the traits of their caption. The
-    native image size is the most common one among the first images read;
-    tokens of another size are skipped by the builder and counted.
+    native image size is the first image's; tokens of another size are skipped
+    by the builder and counted.
     """
     builder: MaskBuilder | None = None
     contract = collection = ""
@@ -94,8 +96,8 @@ def build_masks(
         mean, compared = (float(np.mean(scores)), len(scores)) if scores else (None, 0)
         masks, source, no_mask = official, "official", {}
     if not masks:
-        raise ValueError(f"{collection}: no trait has a mask")
-    size = next(iter(masks.values())).shape
+        source = "none"
+    size = next(iter(masks.values())).shape if masks else (0, 0)
     report = MaskReport(
         contract=contract,
         collection=collection,
@@ -108,7 +110,8 @@ def build_masks(
         iou_values=compared,
         no_mask=dict(list(no_mask.items())[:MAX_REASONS]),
     )
-    folder.put(masks_path(contract), encode_masks(masks))
+    if masks:
+        folder.put(masks_path(contract), encode_masks(masks))
     folder.put(report_path(contract), json.dumps(asdict(report), indent=1).encode())
     return report
 

@@ -85,3 +85,16 @@ def test_mask_sets_round_trip_without_pickles() -> None:
     back = decode_masks(data)
     assert back.keys() == masks.keys()
     assert all(np.array_equal(back[k], masks[k]) for k in masks)
+
+
+def test_a_masked_backdrop_covers_only_what_the_other_traits_leave_showing() -> None:
+    masks = _masks(TRAITS[1:3])  # Eyes on row 1, Hat on row 2 (indices 0 and 1 here)
+    masks[TRAITS[0]] = np.ones((8, 8), bool)  # the Background: the whole canvas
+    alone = union_mask([TRAITS[0]], masks, TRAITS)
+    assert alone is not None
+    assert not alone[0].any() and not alone[1].any() and alone[2:].all()
+    # Masked together, the backdrop and a trait on it cover the trait's pixels too.
+    both = union_mask([TRAITS[0], TRAITS[1]], masks, TRAITS)
+    assert both is not None and both[0].all() and not both[1].any()
+    # Without the token's traits to go by, a backdrop is the whole canvas.
+    assert union_mask([TRAITS[0]], masks) is not None

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from test_webdataset import export, moonbird_items
 
-from tasks.clip_model import TINY
+from tasks.model_configs import TINY
 from tasks.settings import Settings
 from tasks.store import ObjectStore
 

@@ -101,7 +101,7 @@ def test_a_corrupt_image_costs_its_sample_not_the_batch(tmp_path: Path) -> None:
 )
 def test_a_malformed_sizes_file_is_refused(tmp_path: Path, sizes: bytes) -> None:
     LocalFolder(tmp_path).put("sizes.json", sizes)
-    with pytest.raises(ValueError, match="sizes.json"):
+    with pytest.raises(ValueError, match=r"sizes\.json"):
         open_shards(str(tmp_path), Settings())
 
 

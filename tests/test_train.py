@@ -12,10 +12,11 @@ import torch
 from _train_data import MOONBIRDS, moonbird_items, write_split
 from PIL import Image
 
-from tasks.clip_model import TINY_ARCHITECTURE, load_clip
+from tasks.clip_model import load_clip
 from tasks.folders import open_folder
 from tasks.masking import FILL, caption
 from tasks.masks import Key, Mask
+from tasks.model_configs import TINY_ARCHITECTURE
 from tasks.settings import Settings
 from tasks.shard_batches import ShardBatches
 from tasks.shard_reader import ShardSet, open_shards, read_shard

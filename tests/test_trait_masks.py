@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from tasks.trait_masks import build_masks, load_masks, report_path
 pytestmark = pytest.mark.services
 
 LAYERS = DATA / "moonbirds_layers.tar.gz"
-TOKENS = 2000
+TOKENS = 1500
 
 
 def test_official_masks_are_stored_with_how_well_derived_ones_match(
@@ -55,3 +56,14 @@ def test_without_layers_the_masks_are_derived_and_say_which_values_have_none(
     assert all("tokens" in why or "differs" in why for why in report.no_mask.values())
     every_value = {t for item in items for t in item.traits}
     assert set(masks) < every_value
+
+
+def test_a_collection_without_visual_traits_gets_a_report_and_no_masks(
+    store: ObjectStore, settings: Settings, tmp_path: Path
+) -> None:
+    items = [replace(i, traits=()) for i in moonbird_items(store, range(20), "train")]
+    folder = open_folder(str(tmp_path / "masks"), settings)
+    report = build_masks(items, store, folder)
+    assert (report.source, report.values, report.tokens) == ("none", 0, 0)
+    assert folder.exists(report_path(MOONBIRDS[1]))
+    assert load_masks(folder, [MOONBIRDS[1]]) == {}
