@@ -1,8 +1,9 @@
 """`nft1000 sql`: DuckDB SQL over the run's tables in S3, as views named after them.
 
 Views: tokens, traits, rarity, captions, prompts, splits, collection_splits,
-manifests (sql/views.sql). A query given as an argument runs and prints; with
-none, statements are read from standard input, one per ``;``.
+manifests (sql/views.sql), and retrieval_results once nft1000/evaluate has run.
+A query given as an argument runs and prints; with none, statements are read
+from standard input, one per ``;``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ def open_views(settings: Settings) -> duckdb.DuckDBPyConnection:
     con.execute("SET VARIABLE tables = ?", [tables_root(settings)])
     con.execute("SET VARIABLE manifests = ?", [s3_url(settings, "manifests")])
     run_sql(con, "views")
+    found = con.execute(
+        "SELECT count(*) FROM glob(getvariable('tables') || '/retrieval_results/*.parquet')"
+    ).fetchone()
+    if found and found[0]:
+        run_sql(con, "retrieval_views")
     return con
 
 

@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +32,7 @@ import botocore.exceptions
 from infra.demo_chain import anvil_spec, compile_contracts, deploy_demo, read_loot_uris
 from infra.demo_content import build_moonbirds
 from infra.process import ServiceSpec, free_port, read_pid, start, stop
+from tasks.model_configs import TINY_ARCHITECTURE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DATA = PROJECT_ROOT / "infra" / "demo"
@@ -40,6 +41,10 @@ HOST = "127.0.0.1"
 AWS_KEY = "nft1000-local"
 AWS_REGION = "us-east-1"
 PREFECT_WORKER_NAME = "nft1000-local"
+GPU_WORKER_NAME = "nft1000-local-gpu"
+# The official Moonbirds trait layers, where the shared data sits beside the checkout.
+MOONBIRDS_LAYERS = PROJECT_ROOT.parent / "shared" / "data" / "moonbirds_layers.tar.gz"
+MODEL_KEYS = ("NFT1000_MODEL", "NFT1000_PRETRAINED", "NFT1000_TRAIT_LAYERS")
 # The filer drains its gRPC streams for up to 15 s on SIGINT; give it that, then some.
 S3_STOP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
@@ -73,6 +78,7 @@ class StackConfig:
     loot_archive: Path = DEMO_DATA / "loot.tar.gz"
     bucket: str = "nft1000"
     work_pool: str = "ingest"
+    gpu_work_pool: str = "gpu"
 
     def __post_init__(self) -> None:
         # Absolute paths: they go into stack.env and into services with another cwd.
@@ -150,7 +156,17 @@ def stack_env(cfg: StackConfig) -> dict[str, str]:
         "PREFECT_API_URL": cfg.prefect_api_url,
         "PREFECT_HOME": str(cfg.home / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **model_env(os.environ),
     }
+
+
+def model_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The CLIP nft1000/finetune and nft1000/evaluate use: the tiny model from random
+    weights (CPU-sized, nothing to download) unless `environ` names another."""
+    defaults = {"NFT1000_MODEL": TINY_ARCHITECTURE, "NFT1000_PRETRAINED": ""}
+    if MOONBIRDS_LAYERS.exists():
+        defaults["NFT1000_TRAIT_LAYERS"] = f"Moonbirds={MOONBIRDS_LAYERS}"
+    return defaults | {k: environ[k] for k in MODEL_KEYS if k in environ}
 
 
 def _bin(name: str) -> str:
@@ -332,48 +348,69 @@ def gateway_spec(cfg: StackConfig) -> ServiceSpec:
     )
 
 
-def _prefect_worker_online(cfg: StackConfig) -> Callable[[], bool]:
+@dataclass(frozen=True)
+class PrefectWorker:
+    """One process worker of the stack: its service name, work pool and worker name."""
+
+    service: str
+    pool: str
+    name: str
+    limit: int | None = None  # flow runs at a time; None: no limit
+
+
+def prefect_workers(cfg: StackConfig) -> list[PrefectWorker]:
+    """`ingest` runs the data flows; `gpu` the training and evaluation, one at a time
+    (on this machine on the CPU, with the tiny model)."""
+    return [
+        PrefectWorker("prefect-worker", cfg.work_pool, PREFECT_WORKER_NAME),
+        PrefectWorker("prefect-gpu-worker", cfg.gpu_work_pool, GPU_WORKER_NAME, limit=1),
+    ]
+
+
+def _prefect_worker_online(cfg: StackConfig, worker: PrefectWorker) -> Callable[[], bool]:
     """Ready once the worker heartbeated since its launch (its PID file's mtime).
 
     A record left by an earlier worker of the same name still reads ONLINE for a while.
     """
 
     def check() -> bool:
-        url = f"{cfg.prefect_api_url}/work_pools/{cfg.work_pool}/workers/filter"
+        url = f"{cfg.prefect_api_url}/work_pools/{worker.pool}/workers/filter"
         try:
-            launched = (cfg.services_dir / "prefect-worker.pid").stat().st_mtime
-            workers = _http_json(url, {})
+            launched = (cfg.services_dir / f"{worker.service}.pid").stat().st_mtime
+            found = _http_json(url, {})
         except (OSError, ValueError):
             return False
         return any(
-            w.get("name") == PREFECT_WORKER_NAME
+            w.get("name") == worker.name
             and w.get("last_heartbeat_time")
             and datetime.fromisoformat(w["last_heartbeat_time"]).timestamp() >= launched
-            for w in workers
+            for w in found
         )
 
     return check
 
 
-def _prefect_worker_spec(cfg: StackConfig) -> ServiceSpec:
+def _prefect_worker_spec(cfg: StackConfig, worker: PrefectWorker) -> ServiceSpec:
     """Flow runs are child processes of this worker: they inherit the stack env and cwd."""
+    limit = [] if worker.limit is None else ["--limit", str(worker.limit)]
     return ServiceSpec(
-        name="prefect-worker",
+        name=worker.service,
         argv=[
             _bin("prefect"),
             "worker",
             "start",
             "--pool",
-            cfg.work_pool,
+            worker.pool,
             "--type",
             "process",
             "--name",
-            PREFECT_WORKER_NAME,
+            worker.name,
+            *limit,
         ],
         state_dir=cfg.services_dir,
         cwd=PROJECT_ROOT,
         env=stack_env(cfg) | _python_env(),
-        ready_check=_prefect_worker_online(cfg),
+        ready_check=_prefect_worker_online(cfg, worker),
     )
 
 
@@ -386,7 +423,7 @@ def _specs(cfg: StackConfig) -> list[ServiceSpec]:
         *(_dask_worker_spec(cfg, name) for name in _dask_names(cfg)),
         anvil_spec(cfg.services_dir, cfg.anvil_port),
         gateway_spec(cfg),
-        _prefect_worker_spec(cfg),
+        *(_prefect_worker_spec(cfg, w) for w in prefect_workers(cfg)),
     ]
 
 
@@ -400,11 +437,11 @@ def _start(spec: ServiceSpec) -> bool:
     return not was_running
 
 
-def _ensure_work_pool(cfg: StackConfig) -> None:
-    """Create the process work pool once, with Prefect's own default job template."""
+def _ensure_work_pool(cfg: StackConfig, name: str) -> None:
+    """Create a process work pool once, with Prefect's own default job template."""
     pools = f"{cfg.prefect_api_url}/work_pools/"
     try:
-        _http_json(pools + cfg.work_pool)
+        _http_json(pools + name)
         return
     except urllib.error.HTTPError as e:
         if e.code != 404:
@@ -412,13 +449,13 @@ def _ensure_work_pool(cfg: StackConfig) -> None:
     from prefect.workers.process import ProcessWorker  # heavy: imported only when needed
 
     template = ProcessWorker.get_default_base_job_template()
-    pool = {"name": cfg.work_pool, "type": ProcessWorker.type, "base_job_template": template}
+    pool = {"name": name, "type": ProcessWorker.type, "base_job_template": template}
     try:
         _http_json(pools, pool)
     except urllib.error.HTTPError as e:
         if e.code != 409:  # 409: created meanwhile by someone else
             raise
-    log.info("created work pool %s", cfg.work_pool)
+    log.info("created work pool %s", name)
 
 
 def _storage(cfg: StackConfig) -> None:
@@ -428,7 +465,8 @@ def _storage(cfg: StackConfig) -> None:
 
 def _orchestration(cfg: StackConfig) -> None:
     _start(_prefect_server_spec(cfg))
-    _ensure_work_pool(cfg)
+    for worker in prefect_workers(cfg):
+        _ensure_work_pool(cfg, worker.pool)
 
 
 def _compute(cfg: StackConfig) -> None:
@@ -477,7 +515,9 @@ def up(cfg: StackConfig, *, worker: bool = True) -> dict[str, str]:
     env = stack_env(cfg)
     (cfg.home / "stack.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     if worker:
-        _start(_prefect_worker_spec(cfg))
+        with ThreadPoolExecutor() as pool:
+            specs = [_prefect_worker_spec(cfg, w) for w in prefect_workers(cfg)]
+            list(pool.map(_start, specs))
     log.info("stack up in %.1fs", time.monotonic() - t0)
     return env
 

@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import torch
 
@@ -387,7 +388,16 @@ SELECT unnest($model::VARCHAR[]), unnest($data::VARCHAR[]), unnest($pool::VARCHA
 
 
 def write_results(database: str | Path, rows: Iterable[ResultRow]) -> int:
-    """Upsert rows into the DuckDB file's ``retrieval_results``: a rerun replaces its rows.
+    """Upsert rows into a DuckDB file's ``retrieval_results`` (see ``upsert_results``)."""
+    con = connect(database=str(database))
+    try:
+        return upsert_results(con, rows)
+    finally:
+        con.close()
+
+
+def upsert_results(con: duckdb.DuckDBPyConnection, rows: Iterable[ResultRow]) -> int:
+    """Upsert rows into ``retrieval_results``: a rerun replaces its rows.
 
     Rows are keyed by (model, data, pool, collection, k); the table is created when
     missing. Returns the number of rows written.
@@ -398,24 +408,20 @@ def write_results(database: str | Path, rows: Iterable[ResultRow]) -> int:
         raise ValueError(
             f"{len(batch) - len(keys)} rows repeat a (model, data, pool, collection, k)"
         )
-    con = connect(database=str(database))
-    try:
-        run_sql(con, "retrieval_results")
-        if batch:
-            con.execute(
-                _UPSERT,
-                {
-                    "model": [r.model for r in batch],
-                    "data": [r.data for r in batch],
-                    "pool": [r.pool for r in batch],
-                    "collection": [r.collection for r in batch],
-                    "k": [r.k for r in batch],
-                    "accuracy": [r.accuracy for r in batch],
-                    "macro": [r.macro_accuracy for r in batch],
-                    "hits": [r.hits for r in batch],
-                    "queries": [r.queries for r in batch],
-                },
-            )
-    finally:
-        con.close()
+    run_sql(con, "retrieval_results")
+    if batch:
+        con.execute(
+            _UPSERT,
+            {
+                "model": [r.model for r in batch],
+                "data": [r.data for r in batch],
+                "pool": [r.pool for r in batch],
+                "collection": [r.collection for r in batch],
+                "k": [r.k for r in batch],
+                "accuracy": [r.accuracy for r in batch],
+                "macro": [r.macro_accuracy for r in batch],
+                "hits": [r.hits for r in batch],
+                "queries": [r.queries for r in batch],
+            },
+        )
     return len(batch)

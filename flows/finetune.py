@@ -1,0 +1,209 @@
+"""`nft1000/finetune`: fine-tune CLIP on the exported shards, plain or with dynamic masking.
+
+Orchestration only. For dynamic masking, each training collection's trait masks
+are built first where missing (one Dask task per collection, tasks.trait_masks:
+official layers where configured, else derived from its training images). Then
+the model trains in this flow run's process, on its GPU when it has one
+(tasks.train), with checkpoints and logs in S3 under ``models/<name>/<run id>/``;
+a rerun of a stopped run resumes it. A finished run updates
+``models/<name>/latest.json`` and ``models/latest.json``, which nft1000/evaluate
+reads. Runs nightly on the `gpu` work pool (prefect.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
+from itertools import groupby
+from pathlib import Path
+from typing import Any, cast
+from uuid import UUID
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from flows.runner import artifact_key, task_runner
+from tasks.duck import connect, s3_url, tables_root
+from tasks.export_items import ExportItem, export_items
+from tasks.folders import open_folder
+from tasks.settings import Settings, load_settings
+from tasks.shard_batches import plan_epoch
+from tasks.shard_reader import ShardSet, open_shards
+from tasks.store import ObjectStore
+from tasks.train import Mode, Precision, TrainConfig, TrainResult, train
+from tasks.trait_masks import MaskReport, build_masks, load_masks, report_path
+
+SETTINGS = load_settings()
+# The authors' learning rates (METHOD.md section 4), for fine-tuning pretrained weights.
+DEFAULT_LR = {"dynamic-mask": 3e-5, "plain": 5e-6}
+
+
+@task(name="trait-masks", retries=1, retry_delay_seconds=10, task_run_name="{items[0].folder}")
+def collection_masks(items: list[ExportItem], settings: Settings, layers: str | None) -> MaskReport:
+    folder = open_folder(s3_url(settings, "masks"), settings)
+    art = Path(layers) if layers else None
+    return build_masks(items, ObjectStore(settings), folder, layers=art)
+
+
+@flow(name="nft1000", task_runner=task_runner(SETTINGS), log_prints=True)
+def finetune(
+    architecture: str | None = None,
+    pretrained: str | None = None,
+    train_data: str | None = None,
+    mode: Mode = "dynamic-mask",
+    mask_probability: float = 0.5,
+    lr: float | None = None,
+    epochs: int = 1,
+    batch_size: int = 256,
+    precision: Precision = "bf16",
+    compile: bool = False,
+    warmup_steps: int = 100,
+    workers: int = 4,
+    name: str | None = None,
+    seed: int | None = None,
+    rebuild_masks: bool = False,
+) -> dict[str, Any]:
+    """Train a CLIP on the training shards (default: the latest webdataset export).
+
+    ``architecture``/``pretrained`` default to the settings' model (NFT1000_MODEL,
+    NFT1000_PRETRAINED); ``pretrained`` is an open_clip tag, a checkpoint file
+    (local or s3://) or "" for random weights. ``lr`` defaults to the authors' rate
+    for the mode. ``name`` names the run folder (default: architecture and mode).
+    """
+    logger = get_run_logger()
+    settings = SETTINGS
+    config = TrainConfig(
+        architecture=architecture or settings.model,
+        pretrained=settings.pretrained if pretrained is None else pretrained,
+        mode=mode,
+        mask_probability=mask_probability,
+        lr=DEFAULT_LR[mode] if lr is None else lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        precision=precision,
+        compile=compile,
+        warmup_steps=warmup_steps,
+        workers=workers,
+        seed=settings.seed if seed is None else seed,
+    )
+    shards = open_shards(train_data or s3_url(settings, "exports", "webdataset", "train"), settings)
+    masks: dict[str, Any] = {}
+    if mode == "dynamic-mask":
+        reports = _ensure_masks(settings, rebuild_masks)
+        if reports:
+            _mask_artifact(reports)
+        folder = open_folder(s3_url(settings, "masks"), settings)
+        contracts = [p.removesuffix(".npz") for p in folder.walk() if p.endswith(".npz")]
+        masks = load_masks(folder, contracts)
+        logger.info("dynamic masking with the masks of %d collections", len(masks))
+    run_name = name or run_folder_name(config)
+    run_id = config.run_id(shards)
+    out_url = s3_url(settings, "models", run_name, run_id)
+    progress = cast(
+        UUID, create_progress_artifact(0.0, key=artifact_key("finetune", run_name, "progress"))
+    )
+    expected = max(1, _expected_steps(config, shards))
+
+    def on_log(entry: dict[str, Any]) -> None:
+        update_progress_artifact(progress, min(100.0, 100.0 * entry["step"] / expected))
+        logger.info("step %(step)d epoch %(epoch)d loss %(loss).4f lr %(lr).2e", entry)
+
+    result = train(
+        config,
+        shards,
+        settings,
+        open_folder(out_url, settings),
+        masks,
+        device=settings.device,
+        on_log=on_log,
+    )
+    update_progress_artifact(progress, 100.0)
+    pointer = {
+        "name": run_name,
+        "run_id": result.run_id,
+        "model": f"{out_url}/model.pt",
+        "architecture": config.architecture,
+        "train_data": shards.url,
+        "config": asdict(config),
+    }
+    models = open_folder(s3_url(settings, "models"), settings)
+    for path in (f"{run_name}/latest.json", "latest.json"):
+        models.put(path, json.dumps(pointer, indent=1).encode())
+    _training_artifacts(result, run_name, out_url)
+    return pointer | {"steps": result.steps, "resumed_from_step": result.resumed_from_step}
+
+
+def run_folder_name(config: TrainConfig) -> str:
+    """``<architecture>-<mode>`` with the architecture's folder name for local-dir: ones."""
+    arch = config.architecture.removeprefix("local-dir:").rstrip("/").rsplit("/", 1)[-1]
+    return artifact_key(arch, config.mode)
+
+
+def _expected_steps(config: TrainConfig, shards: ShardSet) -> int:
+    return sum(
+        plan_epoch(shards, e, config.seed, config.workers, config.batch_size, config.compile).total
+        for e in range(config.epochs)
+    )
+
+
+def _ensure_masks(settings: Settings, rebuild: bool) -> list[MaskReport]:
+    """Build the masks of every collection in the train split that has none yet."""
+    layers = dict(entry.split("=", 1) for entry in settings.trait_layers if "=" in entry)
+    folder = open_folder(s3_url(settings, "masks"), settings)
+    con = connect(settings)
+    try:
+        futures = [
+            collection_masks.submit(items, settings, layers.get(items[0].collection))
+            for items in _by_contract(export_items(con, tables_root(settings), splits=["train"]))
+            if rebuild or not folder.exists(report_path(items[0].contract))
+        ]
+    finally:
+        con.close()
+    reports = [future.result() for future in futures]
+    for report in reports:
+        if not report.values:
+            get_run_logger().warning("%s: no trait has a mask; trains unmasked", report.collection)
+    return reports
+
+
+def _by_contract(items: Iterator[ExportItem]) -> Iterator[list[ExportItem]]:
+    """Consecutive items of one contract (export_items orders by contract when unshuffled)."""
+    for _, group in groupby(items, key=lambda i: i.contract):
+        yield list(group)
+
+
+def _mask_artifact(reports: list[MaskReport]) -> None:
+    rows = [
+        {
+            "collection": r.collection,
+            "source": r.source,
+            "values": r.values,
+            "tokens": r.tokens,
+            "derived_vs_official_iou": None if r.mean_iou is None else round(r.mean_iou, 3),
+            "values_compared": r.iou_values,
+        }
+        for r in reports
+    ]
+    create_table_artifact(rows, key="trait-masks", description="Trait masks built for training")
+
+
+def _training_artifacts(result: TrainResult, run_name: str, out_url: str) -> None:
+    rows = [asdict(e) for e in result.epochs]
+    create_table_artifact(
+        rows,
+        key=artifact_key("finetune", run_name, "epochs"),
+        description=f"{run_name} run {result.run_id}: loss and throughput per epoch",
+    )
+    state = "was already finished" if result.finished_before else f"trained on {result.device}"
+    create_markdown_artifact(
+        f"## {run_name} ({result.run_id})\n\n"
+        f"- {result.steps} steps; {state}; resumed from step {result.resumed_from_step}\n"
+        f"- model: `{out_url}/model.pt`, log: `{out_url}/log.jsonl`\n",
+        key=artifact_key("finetune", run_name),
+    )
