@@ -1,0 +1,61 @@
+-- The Comprehensive Variance Index (METHOD.md section 6, our definition), per collection
+-- and per (collection, split), from the embeddings in one scan. Variable embeddings:
+-- parquet files (a glob or list) with collection, contract, split, image and text (the
+-- CLIP vectors of each token, float16 in the files). Vectors are L2-normalised here, so
+-- float16 rounding does not leak into the norms.
+--
+-- For unit vectors v_i (images) and t_i (texts) of N pairs, with S_v = sum v_i,
+-- S_t = sum t_i and d = sum v_i . t_i, everything follows from these sums:
+--   image dispersion D_img = 1 - |S_v|^2 / N^2   (mean squared distance to the centroid)
+--   text dispersion  D_txt = 1 - |S_t|^2 / N^2
+--   matching margin  M = d / N - (S_v . S_t - d) / (N (N - 1))
+--                    (mean cos of true pairs minus mean cos of the other pairs)
+--   CVI = sqrt(D_img * D_txt) * M
+-- Per-dimension sums come from unnesting each vector beside its dimension number; no
+-- pairwise matrix is formed. A collection of one pair has no other pairs: M is NULL.
+
+CREATE OR REPLACE MACRO unit_vector(v) AS
+    list_transform(v::DOUBLE[], x -> x / sqrt(list_dot_product(v::DOUBLE[], v::DOUBLE[])));
+
+CREATE OR REPLACE TABLE cvi AS
+WITH pairs AS (
+    SELECT collection, contract, split, unit_vector(image) AS v, unit_vector(text) AS t
+    FROM read_parquet(getvariable('embeddings'))
+),
+per_dimension AS (
+    SELECT collection, contract, split,
+           unnest(range(len(v))) AS dim, unnest(v) AS x_v, unnest(t) AS x_t,
+           -- each pair's own dot product, carried on its first dimension only
+           unnest(list_transform(range(len(v)), i -> CASE WHEN i = 0
+                  THEN list_dot_product(v, t) ELSE 0 END)) AS own
+    FROM pairs
+),
+sums AS (  -- per group and dimension: one pass, both levels through GROUPING SETS
+    SELECT collection, contract, split, grouping(split) = 1 AS whole, dim,
+           sum(x_v) AS s_v, sum(x_t) AS s_t, sum(own) AS own,
+           count(*) AS n
+    FROM per_dimension
+    GROUP BY GROUPING SETS ((collection, contract, dim), (collection, contract, split, dim))
+),
+groups AS (
+    SELECT collection, contract, split, whole,
+           max(n)::BIGINT AS n,
+           sum(s_v * s_v) AS vv, sum(s_t * s_t) AS tt, sum(s_v * s_t) AS vt,
+           sum(own) AS d
+    FROM sums
+    GROUP BY collection, contract, split, whole
+),
+parts AS (
+    SELECT *,
+           1 - vv / (n * n) AS image_dispersion,
+           1 - tt / (n * n) AS text_dispersion,
+           CASE WHEN n > 1 THEN d / n - (vt - d) / (n * (n - 1)) END AS matching_margin
+    FROM groups
+)
+SELECT CASE WHEN whole THEN 'collection' ELSE 'split' END AS level,
+       collection, contract, CASE WHEN whole THEN NULL ELSE split END AS split,
+       n AS pairs, image_dispersion, text_dispersion, matching_margin,
+       sqrt(greatest(image_dispersion, 0) * greatest(text_dispersion, 0))
+           * matching_margin AS cvi
+FROM parts
+ORDER BY level, collection, contract, split;
