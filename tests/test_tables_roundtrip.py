@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 import pytest
+import torch
 from _stack import DATA, Services, data_uri_bytes, read_moonbirds
 
 from infra import sql_shell
@@ -26,6 +27,7 @@ from tasks.folders import open_folder
 from tasks.layout_export import export_batch, token_paths, write_dashboard
 from tasks.layout_import import import_batch, plan_import
 from tasks.manifest import ManifestRow, to_parquet
+from tasks.retrieval import result_rows, summarise, upsert_results
 from tasks.settings import Settings
 from tasks.shard import BLOCK, ShardSpec, manifest_key
 from tasks.splits import Partitioning, load_partitioning
@@ -243,7 +245,8 @@ def test_nft1000_sql_runs_the_readme_queries(
 ) -> None:
     store_manifest(ObjectStore(settings), "Moonbirds", MOONBIRDS, moonbirds)
     build_all(settings, partitioning)
-    queries = readme_queries()
+    queries = [q for q in readme_queries() if "retrieval_results" not in q]
+    (results_query,) = [q for q in readme_queries() if "retrieval_results" in q]
     assert len(queries) == 3
     rarest = queries[0]
     assert sql_shell.run(settings, rarest) == 0
@@ -257,3 +260,17 @@ def test_nft1000_sql_runs_the_readme_queries(
     assert "train" in printed and "Background" in printed  # Moonbirds is in NFT1000's train
     assert sql_shell.run(settings, "SELECT * FROM no_such_table") == 1
     assert "no_such_table" in capsys.readouterr().err
+
+    # The results query works once nft1000/evaluate has written a results file.
+    assert sql_shell.run(settings, results_query) == 1  # no view before any evaluation
+    capsys.readouterr()
+    ranks = torch.tensor([1, 3, 1, 7])
+    result = summarise(ranks, ["Moonbirds"] * 4, "within")
+    with connect(settings) as con:
+        upsert_results(con, result_rows(result, model="tiny/abc", data="test"))
+        con.execute(
+            f"COPY retrieval_results TO '{tables_root(settings)}/retrieval_results/x.parquet'"
+        )
+    assert sql_shell.run(settings, results_query) == 0
+    printed = capsys.readouterr().out
+    assert "tiny/abc" in printed and "within" in printed and "0.5" in printed
