@@ -33,10 +33,9 @@ from tasks.duck import connect, s3_url, tables_root
 from tasks.export_items import ExportItem, export_items
 from tasks.folders import open_folder
 from tasks.settings import Settings, load_settings
-from tasks.shard_batches import plan_epoch
-from tasks.shard_reader import ShardSet, open_shards
+from tasks.shard_reader import open_shards
 from tasks.store import ObjectStore
-from tasks.train import Mode, Precision, TrainConfig, TrainResult, train
+from tasks.train import Mode, Precision, TrainConfig, TrainResult, planned_steps, train
 from tasks.trait_masks import MaskReport, build_masks, load_masks, report_path
 
 SETTINGS = load_settings()
@@ -108,7 +107,7 @@ def finetune(
     progress = cast(
         UUID, create_progress_artifact(0.0, key=artifact_key("finetune", run_name, "progress"))
     )
-    expected = max(1, _expected_steps(config, shards))
+    expected = max(1, planned_steps(config, shards))
 
     def on_log(entry: dict[str, Any]) -> None:
         update_progress_artifact(progress, min(100.0, 100.0 * entry["step"] / expected))
@@ -143,13 +142,6 @@ def run_folder_name(config: TrainConfig) -> str:
     """``<architecture>-<mode>`` with the architecture's folder name for local-dir: ones."""
     arch = config.architecture.removeprefix("local-dir:").rstrip("/").rsplit("/", 1)[-1]
     return artifact_key(arch, config.mode)
-
-
-def _expected_steps(config: TrainConfig, shards: ShardSet) -> int:
-    return sum(
-        plan_epoch(shards, e, config.seed, config.workers, config.batch_size, config.compile).total
-        for e in range(config.epochs)
-    )
 
 
 def _ensure_masks(settings: Settings, rebuild: bool) -> list[MaskReport]:

@@ -142,11 +142,7 @@ def train(
     resumed_from = state.step
     workers = max(1, config.workers)
     drop_last = config.compile  # fixed batch shapes: no recompiles for a short last batch
-    plans = [
-        plan_epoch(shards, e, config.seed, config.workers, config.batch_size, drop_last)
-        for e in range(config.epochs)
-    ]
-    total_steps = sum(p.total for p in plans)
+    total_steps = planned_steps(config, shards)
     forward = torch.compile(model) if config.compile else model
     loss_fn = open_clip.ClipLoss()
     autocast = _autocast(config.precision, dev)
@@ -258,6 +254,14 @@ def train(
     _write_model(out, model)
     out.put(DONE, json.dumps(_done_doc(result), indent=1).encode())
     return result
+
+
+def planned_steps(config: TrainConfig, shards: ShardSet) -> int:
+    """The optimiser steps of the whole run (the schedule's length and the progress bar's)."""
+    return sum(
+        plan_epoch(shards, e, config.seed, config.workers, config.batch_size, config.compile).total
+        for e in range(config.epochs)
+    )
 
 
 def resolve_device(device: str) -> torch.device:
