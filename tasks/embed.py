@@ -20,12 +20,17 @@ from tasks.shard_batches import ShardBatches
 from tasks.shard_reader import ShardSet
 
 
+class NoSamples(ValueError):
+    """Not one sample of the shards could be read (all missing or corrupt)."""
+
+
 @dataclass(frozen=True)
 class Embedded:
     images: torch.Tensor  # (N, D) float32, unit rows
     texts: torch.Tensor  # (N, D) float32, unit rows
     keys: tuple[str, ...]
     groups: tuple[str, ...]  # each sample's collection folder
+    tokens: tuple[tuple[str, str, str, str], ...]  # (collection, contract, token id, split)
     seconds: float
 
     @property
@@ -65,6 +70,7 @@ def embed_shards(
     texts: list[torch.Tensor] = []
     keys: list[str] = []
     groups: list[str] = []
+    tokens: list[tuple[str, str, str, str]] = []
     started = time.perf_counter()
     with torch.inference_mode(), autocast:
         for batch in loader:
@@ -76,7 +82,10 @@ def embed_shards(
             texts.append(text.float().cpu())
             keys += batch["keys"]
             groups += batch["groups"]
+            tokens += [(c, a, t, s) for c, a, t, s in batch["tokens"]]  # lists after workers
     seconds = time.perf_counter() - started
     if not keys:
-        raise ValueError(f"no samples could be read from {shards.url}")
-    return Embedded(torch.cat(images), torch.cat(texts), tuple(keys), tuple(groups), seconds)
+        raise NoSamples(f"no samples could be read from {shards.url}")
+    return Embedded(
+        torch.cat(images), torch.cat(texts), tuple(keys), tuple(groups), tuple(tokens), seconds
+    )

@@ -73,7 +73,8 @@ def plan_epoch(
 @dataclass
 class ShardBatches(IterableDataset[dict[str, Any]]):
     """One epoch's batches: ``images``, ``texts`` (token ids), ``keys``, ``groups`` (the
-    samples' collection folders), ``masked`` (traits hidden per sample), ``worker``
+    samples' collection folders), ``tokens`` ((collection, contract, token id, split)),
+    ``masked`` (traits hidden per sample), ``worker``
     and ``index`` (the worker's batch number)."""
 
     shards: ShardSet
@@ -132,6 +133,7 @@ class ShardBatches(IterableDataset[dict[str, Any]]):
         captions: list[str] = []
         keys: list[str] = []
         groups: list[str] = []
+        tokens: list[tuple[str, str, str, str]] = []
         masked: list[int] = []
         for sample in chunk:
             loaded = self._load(sample)
@@ -142,11 +144,13 @@ class ShardBatches(IterableDataset[dict[str, Any]]):
             masked.append(loaded[2])
             keys.append(sample.key)
             groups.append(sample.group)
+            tokens.append(sample.token)
         return {
             "images": torch.stack(pixels) if pixels else torch.empty(0),
             "texts": self.tokenizer(captions) if captions else torch.empty(0),
             "keys": keys,
             "groups": groups,
+            "tokens": tokens,
             "masked": masked,
             "worker": worker,
             "index": index,

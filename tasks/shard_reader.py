@@ -63,6 +63,12 @@ class Sample:
         return str(self.record.get("folder") or self.contract or self.collection)
 
     @property
+    def token(self) -> tuple[str, str, str, str]:
+        """(collection, contract, token id, split): what keys a token's rows in tables."""
+        fields = ("collection", "contract", "token_id", "split")
+        return tuple(str(self.record.get(f, "")) for f in fields)  # type: ignore[return-value]
+
+    @property
     def traits(self) -> tuple[tuple[str, str], ...]:
         """The caption's (trait_type, value) pairs; malformed entries are ignored."""
         pairs = self.record.get("traits") or []

@@ -1,0 +1,152 @@
+"""An export's CLIP embeddings as float16 parquet in S3, written so a stopped run resumes.
+
+Each split folder of an export (``<data>/<split>/shard-NNNNNN.tar``) becomes
+``<out>/<split>/<first>-<last>.parquet`` files, one per fixed group of
+SHARDS_PER_FILE shards: the group feeds every DataLoader worker at once, and a
+file that exists is a group that is done, so a rerun embeds only the missing
+groups and never writes a pair twice. Columns: collection, contract, token_id,
+split (VARCHAR) and image, text (the L2-normalised vectors, list<float16>, which
+DuckDB reads as FLOAT[] and ``sql/cvi.sql`` consumes). DuckDB cannot write
+float16, so pyarrow writes the files.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from tasks.clip_model import ClipModel
+from tasks.embed import NoSamples, embed_shards
+from tasks.folders import open_folder
+from tasks.settings import Settings
+from tasks.shard_reader import ShardSet
+
+SHARDS_PER_FILE = 8  # fixed: changing it would misalign the groups of a resumed run
+TOKEN_COLUMNS = ("collection", "contract", "token_id", "split")
+Token = tuple[str, str, str, str]  # (collection, contract, token id, split)
+Contents = tuple[list[Token], np.ndarray, np.ndarray]  # tokens, images, texts (float32)
+
+
+@dataclass(frozen=True)
+class SplitEmbeddings:
+    """What one split's embedding pass found and did."""
+
+    url: str  # the split's embeddings folder
+    files: tuple[str, ...]  # every group's parquet file, done before or now
+    embedded: int  # pairs embedded by this call (0 when all groups were done)
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+def to_parquet(tokens: Sequence[Token], images: npt.ArrayLike, texts: npt.ArrayLike) -> bytes:
+    """One parquet file of pairs: token columns and float16 image and text vectors."""
+    image = np.asarray(images, np.float16)
+    text = np.asarray(texts, np.float16)
+    if image.ndim != 2 or image.shape != text.shape or len(image) != len(tokens):
+        raise ValueError(
+            f"{len(tokens)} tokens need image and text arrays of one (N, D) shape, "
+            f"got {image.shape} and {text.shape}"
+        )
+    columns: dict[str, pa.Array] = {
+        name: pa.array([t[i] for t in tokens], pa.string()) for i, name in enumerate(TOKEN_COLUMNS)
+    }
+    columns["image"] = _vectors(image)
+    columns["text"] = _vectors(text)
+    out = io.BytesIO()
+    pq.write_table(pa.table(columns), out, compression="zstd")
+    return out.getvalue()
+
+
+def from_parquet(data: bytes) -> Contents:
+    """(tokens, images, texts) of a file to_parquet wrote, vectors as float32."""
+    table = pq.read_table(io.BytesIO(data))
+    tokens = list(zip(*(table[name].to_pylist() for name in TOKEN_COLUMNS), strict=True))
+    return tokens, _matrix(table["image"]), _matrix(table["text"])
+
+
+def read_files(urls: Iterable[str], settings: Settings) -> Iterator[Contents]:
+    """The contents of embedding files (local or s3:// URLs), one file at a time."""
+    for url in urls:
+        folder, name = url.rsplit("/", 1)
+        yield from_parquet(open_folder(folder, settings).get(name))
+
+
+def group_name(names: Sequence[str]) -> str:
+    """``shard-000008-000015.parquet`` for the group of shards 8 to 15."""
+    first, last = names[0].removesuffix(".tar"), names[-1].removesuffix(".tar")
+    return f"{first}-{last.rsplit('-', 1)[-1]}.parquet"
+
+
+def shard_groups(shards: ShardSet) -> list[list[str]]:
+    """The split's shards in name order, cut into groups of SHARDS_PER_FILE."""
+    names = sorted(shards.sizes)
+    return [names[i : i + SHARDS_PER_FILE] for i in range(0, len(names), SHARDS_PER_FILE)]
+
+
+def embed_split(
+    clip: ClipModel,
+    shards: ShardSet,
+    out_url: str,
+    settings: Settings,
+    *,
+    device: torch.device,
+    batch_size: int = 256,
+    precision: str = "fp32",
+    workers: int = 2,
+    force: bool = False,
+    on_group: Callable[[int, int], None] | None = None,
+) -> SplitEmbeddings:
+    """Embed the groups of ``shards`` whose file is missing under ``out_url`` (all with
+    ``force``); ``on_group(done, total)`` reports progress after each group."""
+    out = open_folder(out_url, settings)
+    groups = shard_groups(shards)
+    files: list[str] = []
+    embedded = 0
+    started = time.perf_counter()
+    for done, names in enumerate(groups, 1):
+        name = group_name(names)
+        files.append(f"{out.url}/{name}")
+        if force or not out.exists(name):
+            group = ShardSet(shards.url, {n: shards.sizes[n] for n in names})
+            try:
+                result = embed_shards(
+                    clip,
+                    group,
+                    settings,
+                    device=device,
+                    batch_size=batch_size,
+                    precision=precision,
+                    workers=min(workers, len(names)),
+                )
+            except NoSamples:  # every image corrupt: the group is done, with no pairs
+                out.put(name, to_parquet([], np.zeros((0, 1)), np.zeros((0, 1))))
+                continue
+            out.put(name, to_parquet(result.tokens, result.images.numpy(), result.texts.numpy()))
+            embedded += len(result.keys)
+        if on_group is not None:
+            on_group(done, len(groups))
+    return SplitEmbeddings(out.url, tuple(files), embedded, time.perf_counter() - started)
+
+
+def _vectors(matrix: np.ndarray) -> pa.Array:
+    flat = pa.array(matrix.reshape(-1), pa.float16())
+    return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1]).cast(pa.list_(pa.float16()))
+
+
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    rows = column.combine_chunks()
+    if len(rows) == 0:
+        return np.zeros((0, 0), np.float32)
+    values: np.ndarray = rows.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return values.reshape(len(rows), -1)
