@@ -8,13 +8,19 @@ does, the test of whether the index is worth shipping.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import duckdb
 import numpy as np
+import torch
 
 from tasks.duck import run_sql
+from tasks.embeddings import Token
+from tasks.retrieval import WITHIN, evaluate
+
+MIN_CORRELATED = 3  # collections needed before a rank correlation means anything
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,63 @@ def compute_cvi(con: duckdb.DuckDBPyConnection, embeddings: str | Sequence[str])
     )
     run_sql(con, "cvi")
     return [CviRow(*row) for row in con.execute("SELECT * FROM cvi").fetchall()]
+
+
+@dataclass(frozen=True)
+class Top1:
+    """Within-collection text-to-image top-1 of one collection, or of one of its splits."""
+
+    collection: str
+    contract: str
+    split: str | None  # None: all the collection's pairs in one pool
+    queries: int
+    top1: float
+
+
+def within_top1(
+    files: Iterable[tuple[Sequence[Token], np.ndarray, np.ndarray]],
+    device: str | torch.device = "cpu",
+) -> list[Top1]:
+    """Top-1 of every collection and (collection, split) from embedding files' contents,
+    the difficulty CVI must rank. Pairs are held per collection in float16."""
+    held: dict[tuple[str, str], list[tuple[str, np.ndarray, np.ndarray]]] = defaultdict(list)
+    for tokens, images, texts in files:
+        for i, (collection, contract, _, name) in enumerate(tokens):
+            held[(collection, contract)].append(
+                (name, images[i].astype(np.float16), texts[i].astype(np.float16))
+            )
+    found: list[Top1] = []
+    for (collection, contract), pairs in sorted(held.items()):
+        splits = [p[0] for p in pairs]
+        images = np.stack([p[1] for p in pairs]).astype(np.float32)
+        texts = np.stack([p[2] for p in pairs]).astype(np.float32)
+        # One pool of every pair, then one per split (labels prefixed: never "all").
+        for labels in (["whole"] * len(pairs), [f"split {s}" for s in splits]):
+            result = evaluate(images, texts, labels, pools=(WITHIN,), ks=(1,), device=device)
+            for acc in result[WITHIN].collections:
+                split = acc.collection.removeprefix("split ") if acc.collection != "whole" else None
+                found.append(Top1(collection, contract, split, acc.queries, acc.accuracy(1)))
+    return found
+
+
+def correlations(rows: Sequence[CviRow], top1: Sequence[Top1]) -> dict[str, float | None]:
+    """Spearman's rho of CVI against top-1 across collections: key ``collection`` (whole
+    collections) and each split's name. None where fewer than MIN_CORRELATED collections
+    have both numbers or one side is constant."""
+    by_key = {(t.contract, t.collection, t.split): t.top1 for t in top1}
+    groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for row in rows:
+        key = (row.contract, row.collection, row.split)
+        if row.cvi is not None and key in by_key:
+            groups[row.split or "collection"].append((row.cvi, by_key[key]))
+    found: dict[str, float | None] = {}
+    for group, points in sorted(groups.items()):
+        try:
+            ok = len(points) >= MIN_CORRELATED
+            found[group] = spearman(*zip(*points, strict=True)) if ok else None
+        except ValueError:  # all CVIs or all accuracies tie
+            found[group] = None
+    return found
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

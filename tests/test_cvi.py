@@ -8,7 +8,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from tasks.cvi import compute_cvi, spearman
+from tasks.cvi import CviRow, Top1, compute_cvi, correlations, spearman, within_top1
+from tasks.embeddings import to_parquet
 
 SIZES = {"Apes": 300, "Birds": 41, "Cats": 2, "Dots": 1}
 
@@ -39,16 +40,20 @@ def test_cvi_sql_equals_numpy_on_random_vectors(tmp_path: Path) -> None:
              t[i].astype(np.float32).tolist())
             for i in range(n)
         ]  # fmt: skip
-    con = duckdb.connect()
-    con.execute(
-        "CREATE TABLE e (collection VARCHAR, contract VARCHAR, split VARCHAR, "
-        "image FLOAT[], text FLOAT[])"
-    )
-    con.executemany("INSERT INTO e VALUES (?, ?, ?, ?, ?)", rows)
-    path = tmp_path / "embeddings.parquet"
-    con.execute(f"COPY e TO '{path}' (FORMAT parquet)")
+    # Written as nft1000/cvi writes them: float16 parquet, in more than one file.
+    paths = [str(tmp_path / f"part-{i}.parquet") for i in range(2)]
+    for i, path in enumerate(paths):
+        part = rows[i::2]
+        Path(path).write_bytes(
+            to_parquet(
+                [(r[0], r[1], str(n), r[2]) for n, r in enumerate(part)],
+                np.array([r[3] for r in part]),
+                np.array([r[4] for r in part]),
+            )
+        )
+    rows = [(r[0], r[1], r[2], np.float16(r[3]), np.float16(r[4])) for r in rows]
 
-    result = compute_cvi(duckdb.connect(), str(path))
+    result = compute_cvi(duckdb.connect(), paths)
     assert {(r.level, r.collection) for r in result if r.level == "collection"} == {
         ("collection", name) for name in SIZES
     }
@@ -77,3 +82,43 @@ def test_spearman_ranks_with_ties() -> None:
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, abs=1e-6)
     with pytest.raises(ValueError):
         spearman([1, 1, 1], [1, 2, 3])
+
+
+def test_within_top1_counts_each_collection_and_split_on_its_own() -> None:
+    # Collection A: captions point at their own image; B: every caption at image 0.
+    eye = np.eye(6, dtype=np.float32)
+    tokens = [("A", "0xa", str(i), ("train", "test")[i % 2]) for i in range(6)]
+    tokens += [("B", "0xb", str(i), "train") for i in range(4)]
+    images = np.concatenate([eye, eye[:4]])
+    texts = np.concatenate([eye, np.tile(eye[0], (4, 1))])
+    half = 5  # two files, one collection across both
+    parts = [
+        (tokens[:half], images[:half], texts[:half]),
+        (tokens[half:], images[half:], texts[half:]),
+    ]
+    found = {(t.contract, t.split): (t.queries, t.top1) for t in within_top1(parts)}
+    assert found == {
+        ("0xa", None): (6, 1.0),
+        ("0xa", "train"): (3, 1.0),
+        ("0xa", "test"): (3, 1.0),
+        ("0xb", None): (4, 0.25),  # only the caption of image 0 finds it
+        ("0xb", "train"): (4, 0.25),
+    }
+
+
+def _row(name: str, split: str | None, cvi: float | None) -> CviRow:
+    level = "collection" if split is None else "split"
+    return CviRow(level, name, f"0x{name}", split, 10, 0.5, 0.5, cvi, cvi)
+
+
+def test_correlations_per_group_need_three_collections() -> None:
+    names = ["A", "B", "C", "D"]
+    rows = [_row(n, None, c) for n, c in zip(names, [0.1, 0.2, 0.3, None], strict=True)]
+    rows += [_row(n, "test", c) for n, c in zip(names[:2], [0.1, 0.2], strict=True)]
+    top1 = [
+        Top1(n, f"0x{n}", None, 10, a) for n, a in zip(names, [0.9, 0.5, 0.7, 0.1], strict=True)
+    ]
+    top1 += [Top1(n, f"0x{n}", "test", 10, 0.5) for n in names[:2]]
+    rho = correlations(rows, top1)
+    assert rho["collection"] == pytest.approx(-0.5)  # D (no CVI) left out
+    assert rho["test"] is None  # two collections rank nothing
