@@ -32,11 +32,10 @@ from tasks.plots import topk_plot
 from tasks.retrieval import ALL, KS, POOLS, evaluate, result_rows, upsert_results
 from tasks.settings import Settings, load_settings
 from tasks.shard_reader import SIZES, open_shards
-from tasks.store import make_client
+from tasks.store import presigned_link
 from tasks.train import resolve_device
 
 SETTINGS = load_settings()
-PLOT_LINK_SECONDS = 7 * 24 * 3600  # the longest an S3 presigned URL may live
 
 
 @flow(name="nft1000", task_runner=task_runner(SETTINGS), log_prints=True)
@@ -155,11 +154,7 @@ def _artifacts(settings: Settings, rows: list[Any], label: str, data: str, plot_
     ]
     key = artifact_key("evaluate", label)
     create_table_artifact(table, key=key, description=f"Top-K accuracy of {label} on {data}")
-    url = make_client(settings).generate_presigned_url(
-        "get_object",
-        Params={"Bucket": settings.s3_bucket, "Key": f"{settings.s3_prefix}{plot_path}"},
-        ExpiresIn=PLOT_LINK_SECONDS,
-    )
+    url = presigned_link(settings, plot_path)
     create_image_artifact(url, key=artifact_key("evaluate", label, "plot"))
     lines = [
         f"## {label}",

@@ -19,6 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import duckdb
+
 from infra import deployments, sql_shell, stack
 from infra.process import ServiceError
 from tasks.duck import s3_url
@@ -186,6 +188,7 @@ def _train_and_evaluate(env: dict[str, str]) -> bool:
         ("export", {"mini_only": "true"}),  # 1,000 per collection: minutes, not ten
         ("finetune", DEMO_FINETUNE),
         ("evaluate", {"data": train, "workers": "1"}),
+        ("cvi", {"workers": "1"}),
     ]
     for stage, params in stages:
         outcome = deployments.run(env, f"nft1000/{stage}", params)
@@ -196,6 +199,8 @@ def _train_and_evaluate(env: dict[str, str]) -> bool:
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
     print(f"\n{accuracy_line(settings)}")
     print("query them: nft1000 sql \"SELECT * FROM retrieval_results WHERE collection = 'all'\"")
+    print(f"\n{cvi_line(settings)}")
+    print("query them: nft1000 sql \"SELECT * FROM cvi WHERE level = 'collection'\"")
     return True
 
 
@@ -217,6 +222,29 @@ def accuracy_line(settings: Settings) -> str:
     model, data, _, _, _, queries = rows[0]
     scores = ", ".join(f"{pool} top-{k} {accuracy:.3f}" for _, _, pool, k, accuracy, _ in rows)
     return f"text-to-image accuracy of {model} on {data} ({queries} captions): {scores}"
+
+
+def cvi_line(settings: Settings) -> str:
+    """CVI and top-1 of each collection in the last nft1000/cvi run, in one line."""
+    con = sql_shell.open_views(settings)
+    try:
+        rows = con.execute(
+            "WITH last AS (SELECT model, data FROM cvi ORDER BY computed_at DESC LIMIT 1) "
+            "SELECT collection, cvi, top1 FROM cvi JOIN last USING (model, data) "
+            "WHERE level = 'collection' ORDER BY cvi DESC NULLS LAST, collection"
+        ).fetchall()
+    except duckdb.CatalogException:  # no cvi view: no run has written results yet
+        return "no CVI results yet"
+    finally:
+        con.close()
+    parts = ", ".join(
+        f"{name} {_number(value)} (top-1 {_number(top1)})" for name, value, top1 in rows
+    )
+    return f"CVI per collection: {parts}"
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _configure_sql(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,8 @@
 """`nft1000 sql`: DuckDB SQL over the run's tables in S3, as views named after them.
 
 Views: tokens, traits, rarity, captions, prompts, splits, collection_splits,
-manifests (sql/views.sql), and retrieval_results once nft1000/evaluate has run.
+manifests (sql/views.sql), retrieval_results once nft1000/evaluate has run and cvi
+once nft1000/cvi has.
 A query given as an argument runs and prints; with none, statements are read
 from standard input, one per ``;``.
 """
@@ -15,6 +16,9 @@ import duckdb
 from tasks.duck import connect, run_sql, s3_url, tables_root
 from tasks.settings import Settings
 
+# Result tables that exist once a flow has written them: folder under tables/ -> views file.
+RESULT_VIEWS = {"retrieval_results": "retrieval_views", "cvi": "cvi_views"}
+
 
 def open_views(settings: Settings) -> duckdb.DuckDBPyConnection:
     """A connection with a view per table of the configured bucket and prefix."""
@@ -22,11 +26,12 @@ def open_views(settings: Settings) -> duckdb.DuckDBPyConnection:
     con.execute("SET VARIABLE tables = ?", [tables_root(settings)])
     con.execute("SET VARIABLE manifests = ?", [s3_url(settings, "manifests")])
     run_sql(con, "views")
-    found = con.execute(
-        "SELECT count(*) FROM glob(getvariable('tables') || '/retrieval_results/*.parquet')"
-    ).fetchone()
-    if found and found[0]:
-        run_sql(con, "retrieval_views")
+    for folder, views in RESULT_VIEWS.items():
+        found = con.execute(
+            "SELECT count(*) FROM glob(getvariable('tables') || ? || '/*.parquet')", [f"/{folder}"]
+        ).fetchone()
+        if found and found[0]:
+            run_sql(con, views)
     return con
 
 

@@ -48,6 +48,18 @@ def make_client(settings: Settings) -> S3Client:
     return client
 
 
+LINK_SECONDS = 7 * 24 * 3600  # the longest an S3 presigned URL may live
+
+
+def presigned_link(settings: Settings, path: str) -> str:
+    """A week-long GET link to ``path`` under the prefix, for plots in Prefect artifacts."""
+    return make_client(settings).generate_presigned_url(
+        "get_object",
+        Params={"Bucket": settings.s3_bucket, "Key": f"{settings.s3_prefix}{path}"},
+        ExpiresIn=LINK_SECONDS,
+    )
+
+
 class ObjectStore:
     """Blobs and manifests under one bucket and prefix. Safe to share between threads."""
 

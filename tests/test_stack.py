@@ -17,7 +17,7 @@ from distributed import Client
 
 from flows.runner import artifact_key
 from infra import deployments
-from infra.cli import DEMO_FINETUNE, accuracy_line
+from infra.cli import DEMO_FINETUNE, accuracy_line, cvi_line
 from infra.demo_content import build_moonbirds
 from infra.process import alive, port_open
 from infra.sql_shell import open_views
@@ -316,6 +316,44 @@ def test_finetune_and_evaluate_deployments_end_to_end(
     # The completed finetune triggered an evaluation of the test split, which the demo
     # data lacks: that run completes with nothing to evaluate.
     assert triggered_run_state(env, "evaluate", timeout_s=300) == "COMPLETED"
+
+
+@pytest.mark.services
+@pytest.mark.e2e
+def test_cvi_deployment_end_to_end(running_stack: tuple[StackConfig, dict[str, str]]) -> None:
+    """nft1000/cvi on the exported shards through the gpu worker: embeddings in S3, the
+    cvi view with CVI beside top-1 per collection and split, plots and artifacts."""
+    _, env = running_stack
+    assert registered_schedules(env, "cvi") == [("0 9 * * *", "UTC", True)]
+    run = deployments.run(env, "nft1000/cvi", {"workers": "1"})
+    assert run.completed
+    settings = load_settings(env)
+    store = ObjectStore(settings)
+    embeddings = [k for k in store.list_keys("embeddings/") if k.endswith(".parquet")]
+    assert embeddings and all("/train/shard-" in k for k in embeddings)
+    con = open_views(settings)
+    try:
+        rows = con.execute(
+            "SELECT level, collection, split, pairs, cvi, top1 FROM cvi ORDER BY ALL"
+        ).fetchall()
+    finally:
+        con.close()
+    assert [(level, c, s, n) for level, c, s, n, _, _ in rows] == [
+        ("collection", "Loot", None, 5),
+        ("collection", "Moonbirds", None, 20),
+        ("split", "Loot", "train", 5),
+        ("split", "Moonbirds", "train", 20),
+    ]
+    assert all(cvi is not None and 0 <= top1 <= 1 for *_, cvi, top1 in rows)
+    assert cvi_line(settings).startswith("CVI per collection: ")
+    model = json.loads(store.get("models/latest.json") or b"{}")
+    label = f"{model['name']}/{model['run_id']}"
+    reports = store.list_keys("reports/cvi/")
+    assert sum(k.endswith(".png") for k in reports) == 3  # bars, scatter of collections, train
+    key = artifact_key("cvi", label)
+    keys = [key, f"{key}-embed", f"{key}-summary", f"{key}-bars"]
+    keys += [f"{key}-scatter-collection", f"{key}-scatter-train"]
+    assert artifact_keys(env, keys) == set(keys)
 
 
 @pytest.mark.services
