@@ -19,7 +19,6 @@ from dataclasses import asdict
 from typing import Any, Literal
 from uuid import UUID
 
-import pyarrow as pa
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_image_artifact,
@@ -32,8 +31,8 @@ from prefect.artifacts import (
 from flows.evaluate import resolve_model
 from flows.runner import artifact_key, task_runner
 from tasks.clip_model import load_clip
-from tasks.cvi import CviRow, Top1, compute_cvi, correlations, within_top1
-from tasks.duck import connect, quote, run_sql, s3_url, tables_root
+from tasks.cvi import CviRow, Top1, correlations, cvi_results, within_top1
+from tasks.duck import connect, quote, s3_url, tables_root
 from tasks.embeddings import embed_split, read_files
 from tasks.folders import open_folder
 from tasks.plots import CviPoint, cvi_bars, cvi_scatter
@@ -44,15 +43,6 @@ from tasks.train import resolve_device
 
 SETTINGS = load_settings()
 SPLITS = ("train", "test")
-TOP1_SCHEMA = pa.schema(
-    [
-        ("collection", pa.string()),
-        ("contract", pa.string()),
-        ("split", pa.string()),
-        ("queries", pa.int64()),
-        ("top1", pa.float64()),
-    ]
-)
 
 
 @flow(name="nft1000", task_runner=task_runner(SETTINGS), log_prints=True)
@@ -145,11 +135,7 @@ def _measure(
     top1 = within_top1(read_files(files, settings), device=resolve_device(settings.device))
     con = connect(settings)
     try:
-        rows = compute_cvi(con, files)
-        con.register("cvi_top1", pa.Table.from_pylist([asdict(t) for t in top1], TOP1_SCHEMA))
-        con.execute("SET VARIABLE model = ?", [label])
-        con.execute("SET VARIABLE data = ?", [root])
-        run_sql(con, "cvi_results")
+        rows = cvi_results(con, files, top1, model=label, data=root)
         url = f"{tables_root(settings)}/cvi/{run_id}.parquet"
         con.execute(f"COPY cvi_results TO {quote(url)} (FORMAT parquet)")
     finally:

@@ -10,16 +10,26 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import torch
 
 from tasks.duck import run_sql
 from tasks.embeddings import Token
 from tasks.retrieval import WITHIN, evaluate
 
+TOP1_SCHEMA = pa.schema(
+    [
+        ("collection", pa.string()),
+        ("contract", pa.string()),
+        ("split", pa.string()),
+        ("queries", pa.int64()),
+        ("top1", pa.float64()),
+    ]
+)
 MIN_CORRELATED = 3  # collections needed before a rank correlation means anything
 
 
@@ -101,6 +111,24 @@ def correlations(rows: Sequence[CviRow], top1: Sequence[Top1]) -> dict[str, floa
         except ValueError:  # all CVIs or all accuracies tie
             found[group] = None
     return found
+
+
+def cvi_results(
+    con: duckdb.DuckDBPyConnection,
+    embeddings: str | Sequence[str],
+    top1: Sequence[Top1],
+    *,
+    model: str,
+    data: str,
+) -> list[CviRow]:
+    """The ``cvi_results`` table (sql/cvi_results.sql): CVI of the embeddings beside the
+    top-1 of the same pairs, for one model and data; returns the CVI rows."""
+    rows = compute_cvi(con, embeddings)
+    con.register("cvi_top1", pa.Table.from_pylist([asdict(t) for t in top1], TOP1_SCHEMA))
+    con.execute("SET VARIABLE model = ?", [model])
+    con.execute("SET VARIABLE data = ?", [data])
+    run_sql(con, "cvi_results")
+    return rows
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pytest
 import torch
 from _stack import DATA, Services, data_uri_bytes, read_moonbirds
 
 from infra import sql_shell
 from tasks.content import inspect_image
-from tasks.duck import connect, tables_root
+from tasks.cvi import Top1, cvi_results
+from tasks.duck import connect, s3_url, tables_root
+from tasks.embeddings import to_parquet as to_embeddings
 from tasks.export_items import ExportItem, export_items
 from tasks.folders import open_folder
 from tasks.layout_export import export_batch, token_paths, write_dashboard
@@ -245,8 +248,10 @@ def test_nft1000_sql_runs_the_readme_queries(
 ) -> None:
     store_manifest(ObjectStore(settings), "Moonbirds", MOONBIRDS, moonbirds)
     build_all(settings, partitioning)
-    queries = [q for q in readme_queries() if "retrieval_results" not in q]
-    (results_query,) = [q for q in readme_queries() if "retrieval_results" in q]
+    results = ("retrieval_results", "FROM cvi ")
+    queries = [q for q in readme_queries() if not any(r in q for r in results)]
+    (results_query,) = [q for q in readme_queries() if results[0] in q]
+    (cvi_query,) = [q for q in readme_queries() if results[1] in q]
     assert len(queries) == 3
     rarest = queries[0]
     assert sql_shell.run(settings, rarest) == 0
@@ -274,3 +279,20 @@ def test_nft1000_sql_runs_the_readme_queries(
     assert sql_shell.run(settings, results_query) == 0
     printed = capsys.readouterr().out
     assert "tiny/abc" in printed and "within" in printed and "0.5" in printed
+
+    # And the CVI query once nft1000/cvi has written one.
+    assert sql_shell.run(settings, cvi_query) == 1
+    capsys.readouterr()
+    rng = np.random.default_rng(0)
+    tokens = [("Moonbirds", MOONBIRDS, str(i), "train") for i in range(4)]
+    embeddings = s3_url(settings, "embeddings", "e.parquet")
+    open_folder(s3_url(settings, "embeddings"), settings).put(
+        "e.parquet", to_embeddings(tokens, rng.normal(size=(4, 8)), rng.normal(size=(4, 8)))
+    )
+    top1 = [Top1("Moonbirds", MOONBIRDS, None, 4, 0.75)]
+    with connect(settings) as con:
+        cvi_results(con, [embeddings], top1, model="tiny/abc", data="exports")
+        con.execute(f"COPY cvi_results TO '{tables_root(settings)}/cvi/x.parquet'")
+    assert sql_shell.run(settings, cvi_query) == 0
+    printed = capsys.readouterr().out
+    assert "Moonbirds" in printed and "0.75" in printed
