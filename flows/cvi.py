@@ -31,11 +31,13 @@ from prefect.artifacts import (
 from flows.evaluate import resolve_model
 from flows.runner import artifact_key, task_runner
 from tasks.clip_model import load_clip
-from tasks.cvi import CviRow, Top1, correlations, cvi_results, within_top1
+from tasks.cvi import CviRow, Top1, correlations, cvi_results
 from tasks.duck import connect, quote, s3_url, tables_root
-from tasks.embeddings import embed_split, read_files
+from tasks.embedding_files import read_files
+from tasks.embeddings import embed_split
 from tasks.folders import open_folder
 from tasks.plots import CviPoint, cvi_bars, cvi_scatter
+from tasks.retrieval import within_top1
 from tasks.settings import Settings, load_settings
 from tasks.shard_reader import SIZES, open_shards
 from tasks.store import presigned_link

@@ -9,17 +9,14 @@ does, the test of whether the index is worth shipping.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import duckdb
 import numpy as np
 import pyarrow as pa
-import torch
 
 from tasks.duck import run_sql
-from tasks.embeddings import Token
-from tasks.retrieval import WITHIN, evaluate
 
 TOP1_SCHEMA = pa.schema(
     [
@@ -65,32 +62,6 @@ class Top1:
     split: str | None  # None: all the collection's pairs in one pool
     queries: int
     top1: float
-
-
-def within_top1(
-    files: Iterable[tuple[Sequence[Token], np.ndarray, np.ndarray]],
-    device: str | torch.device = "cpu",
-) -> list[Top1]:
-    """Top-1 of every collection and (collection, split) from embedding files' contents,
-    the difficulty CVI must rank. Pairs are held per collection in float16."""
-    held: dict[tuple[str, str], list[tuple[str, np.ndarray, np.ndarray]]] = defaultdict(list)
-    for tokens, images, texts in files:
-        for i, (collection, contract, _, name) in enumerate(tokens):
-            held[(collection, contract)].append(
-                (name, images[i].astype(np.float16), texts[i].astype(np.float16))
-            )
-    found: list[Top1] = []
-    for (collection, contract), pairs in sorted(held.items()):
-        splits = [p[0] for p in pairs]
-        images = np.stack([p[1] for p in pairs]).astype(np.float32)
-        texts = np.stack([p[2] for p in pairs]).astype(np.float32)
-        # One pool of every pair, then one per split (labels prefixed: never "all").
-        for labels in (["whole"] * len(pairs), [f"split {s}" for s in splits]):
-            result = evaluate(images, texts, labels, pools=(WITHIN,), ks=(1,), device=device)
-            for acc in result[WITHIN].collections:
-                split = acc.collection.removeprefix("split ") if acc.collection != "whole" else None
-                found.append(Top1(collection, contract, split, acc.queries, acc.accuracy(1)))
-    return found
 
 
 def correlations(rows: Sequence[CviRow], top1: Sequence[Top1]) -> dict[str, float | None]:

@@ -46,6 +46,7 @@ def connect(
     """A connection with S3 access for ``settings`` (None: local files only)."""
     con = duckdb.connect(database)
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # it draws on stdout: JSON and logs break
     # Insertion order is not needed for our tables; dropping it lets large
     # sorts and COPYs stream instead of holding everything to keep order.
     con.execute("SET preserve_insertion_order = false")

@@ -4,35 +4,26 @@ Each split folder of an export (``<data>/<split>/shard-NNNNNN.tar``) becomes
 ``<out>/<split>/<first>-<last>.parquet`` files, one per fixed group of
 SHARDS_PER_FILE shards: the group feeds every DataLoader worker at once, and a
 file that exists is a group that is done, so a rerun embeds only the missing
-groups and never writes a pair twice. Columns: collection, contract, token_id,
-split (VARCHAR) and image, text (the L2-normalised vectors, list<float16>, which
-DuckDB reads as FLOAT[] and ``sql/cvi.sql`` consumes). DuckDB cannot write
-float16, so pyarrow writes the files.
+groups and never writes a pair twice. The files' format: tasks.embedding_files.
 """
 
 from __future__ import annotations
 
-import io
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from tasks.clip_model import ClipModel
 from tasks.embed import NoSamples, embed_shards
+from tasks.embedding_files import to_parquet
 from tasks.folders import open_folder
 from tasks.settings import Settings
 from tasks.shard_reader import ShardSet
 
 SHARDS_PER_FILE = 8  # fixed: changing it would misalign the groups of a resumed run
-TOKEN_COLUMNS = ("collection", "contract", "token_id", "split")
-Token = tuple[str, str, str, str]  # (collection, contract, token id, split)
-Contents = tuple[list[Token], np.ndarray, np.ndarray]  # tokens, images, texts (float32)
 
 
 @dataclass(frozen=True)
@@ -47,39 +38,6 @@ class SplitEmbeddings:
     @property
     def per_second(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
-
-
-def to_parquet(tokens: Sequence[Token], images: npt.ArrayLike, texts: npt.ArrayLike) -> bytes:
-    """One parquet file of pairs: token columns and float16 image and text vectors."""
-    image = np.asarray(images, np.float16)
-    text = np.asarray(texts, np.float16)
-    if image.ndim != 2 or image.shape != text.shape or len(image) != len(tokens):
-        raise ValueError(
-            f"{len(tokens)} tokens need image and text arrays of one (N, D) shape, "
-            f"got {image.shape} and {text.shape}"
-        )
-    columns: dict[str, pa.Array] = {
-        name: pa.array([t[i] for t in tokens], pa.string()) for i, name in enumerate(TOKEN_COLUMNS)
-    }
-    columns["image"] = _vectors(image)
-    columns["text"] = _vectors(text)
-    out = io.BytesIO()
-    pq.write_table(pa.table(columns), out, compression="zstd")
-    return out.getvalue()
-
-
-def from_parquet(data: bytes) -> Contents:
-    """(tokens, images, texts) of a file to_parquet wrote, vectors as float32."""
-    table = pq.read_table(io.BytesIO(data))
-    tokens = list(zip(*(table[name].to_pylist() for name in TOKEN_COLUMNS), strict=True))
-    return tokens, _matrix(table["image"]), _matrix(table["text"])
-
-
-def read_files(urls: Iterable[str], settings: Settings) -> Iterator[Contents]:
-    """The contents of embedding files (local or s3:// URLs), one file at a time."""
-    for url in urls:
-        folder, name = url.rsplit("/", 1)
-        yield from_parquet(open_folder(folder, settings).get(name))
 
 
 def group_name(names: Sequence[str]) -> str:
@@ -137,16 +95,3 @@ def embed_split(
         if on_group is not None:
             on_group(done, len(groups))
     return SplitEmbeddings(out.url, tuple(files), embedded, time.perf_counter() - started)
-
-
-def _vectors(matrix: np.ndarray) -> pa.Array:
-    flat = pa.array(matrix.reshape(-1), pa.float16())
-    return pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1]).cast(pa.list_(pa.float16()))
-
-
-def _matrix(column: pa.ChunkedArray) -> np.ndarray:
-    rows = column.combine_chunks()
-    if len(rows) == 0:
-        return np.zeros((0, 0), np.float32)
-    values: np.ndarray = rows.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    return values.reshape(len(rows), -1)

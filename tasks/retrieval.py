@@ -33,6 +33,7 @@ a pool smaller than K gives every query a hit.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,9 @@ import duckdb
 import numpy as np
 import torch
 
+from tasks.cvi import Top1
 from tasks.duck import connect, run_sql
+from tasks.embedding_files import Token
 
 KS: tuple[int, ...] = (1, 5, 10, 20, 50)
 WITHIN = "within"
@@ -425,3 +428,29 @@ def upsert_results(con: duckdb.DuckDBPyConnection, rows: Iterable[ResultRow]) ->
             },
         )
     return len(batch)
+
+
+def within_top1(
+    files: Iterable[tuple[Sequence[Token], np.ndarray, np.ndarray]],
+    device: str | torch.device = "cpu",
+) -> list[Top1]:
+    """Top-1 of every collection and (collection, split) from embedding files' contents,
+    the difficulty CVI must rank. Pairs are held per collection in float16."""
+    held: dict[tuple[str, str], list[tuple[str, np.ndarray, np.ndarray]]] = defaultdict(list)
+    for tokens, images, texts in files:
+        for i, (collection, contract, _, name) in enumerate(tokens):
+            held[(collection, contract)].append(
+                (name, images[i].astype(np.float16), texts[i].astype(np.float16))
+            )
+    found: list[Top1] = []
+    for (collection, contract), pairs in sorted(held.items()):
+        splits = [p[0] for p in pairs]
+        images = np.stack([p[1] for p in pairs]).astype(np.float32)
+        texts = np.stack([p[2] for p in pairs]).astype(np.float32)
+        # One pool of every pair, then one per split (labels prefixed: never "all").
+        for labels in (["whole"] * len(pairs), [f"split {s}" for s in splits]):
+            result = evaluate(images, texts, labels, pools=(WITHIN,), ks=(1,), device=device)
+            for acc in result[WITHIN].collections:
+                split = acc.collection.removeprefix("split ") if acc.collection != "whole" else None
+                found.append(Top1(collection, contract, split, acc.queries, acc.accuracy(1)))
+    return found

@@ -8,8 +8,9 @@ import duckdb
 import numpy as np
 import pytest
 
-from tasks.cvi import CviRow, Top1, compute_cvi, correlations, spearman, within_top1
-from tasks.embeddings import to_parquet
+from tasks.cvi import CviRow, Top1, compute_cvi, correlations, spearman
+from tasks.embedding_files import to_parquet
+from tasks.retrieval import within_top1
 
 SIZES = {"Apes": 300, "Birds": 41, "Cats": 2, "Dots": 1}
 

@@ -13,14 +13,8 @@ from _train_data import MOONBIRDS, moonbird_items, write_split
 from tasks.clip_model import ClipModel, load_clip
 from tasks.duck import connect, s3_url
 from tasks.embed import embed_shards
-from tasks.embeddings import (
-    SHARDS_PER_FILE,
-    embed_split,
-    from_parquet,
-    read_files,
-    shard_groups,
-    to_parquet,
-)
+from tasks.embedding_files import from_parquet, read_files, to_parquet
+from tasks.embeddings import SHARDS_PER_FILE, embed_split, shard_groups
 from tasks.folders import open_folder
 from tasks.model_configs import TINY_ARCHITECTURE
 from tasks.settings import Settings

@@ -24,7 +24,7 @@ from infra import sql_shell
 from tasks.content import inspect_image
 from tasks.cvi import Top1, cvi_results
 from tasks.duck import connect, s3_url, tables_root
-from tasks.embeddings import to_parquet as to_embeddings
+from tasks.embedding_files import to_parquet as to_embeddings
 from tasks.export_items import ExportItem, export_items
 from tasks.folders import open_folder
 from tasks.layout_export import export_batch, token_paths, write_dashboard
