@@ -174,6 +174,7 @@ class Plan:
     size: int = 64  # pixels a side (the tiny CLIP's input)
     test_share: float = 0.2
     seed: int = 0
+    name: str = "Composed"  # collections are "<name> k=03" and so on
 
     def __post_init__(self) -> None:
         if not self.values or len(set(self.values)) != len(self.values):
@@ -211,7 +212,7 @@ Art = dict[str, list[Image.Image]]  # layer -> art per value (VALUES order); CON
 def compose(plan: Plan, archive: Path = LAYERS_ARCHIVE) -> list[ComposedCollection]:
     """The plan's collections, in its order; the same plan gives the same bytes."""
     art = _load_art(plan.size, max(plan.values), archive)
-    names = {k: f"Composed k={k:02d}" for k in plan.values}
+    names = {k: f"{plan.name} k={k:02d}" for k in plan.values}
     pairs = {k: (name, _contract(name)) for k, name in names.items()}
     folders = safe_names(list(pairs.values()))
     return [
