@@ -14,7 +14,8 @@ top-1 within the collection, with Spearman's rho of CVI against top-1, and of
 the known difficulty (values per type) against top-1 (is the order real for
 this model?) and against CVI.
 
-    python -m bench.cvi_validation [--values 3,4,5,6,8,10] [--tokens 400] [--epochs 10]
+    python -m bench.cvi_validation [--values 3,4,5,6,8,10] [--tokens 400]
+        [--train-tokens 12000] [--epochs 4]
 
 Starts the local stack if it is down (the one `make demo` uses) and leaves it up.
 The finetune run is named ``cvi-composed``; models/latest.json then points at it.
@@ -165,8 +166,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--values", default="3,4,5,6,8,10", help="values per trait type")
     parser.add_argument("--tokens", type=int, default=400, help="tokens per collection")
-    parser.add_argument("--train-tokens", type=int, default=3000, help="of the training collection")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument(
+        "--train-tokens", type=int, default=12000, help="of the training collection"
+    )
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--home", type=Path, default=Path(os.environ.get("NFT1000_HOME") or ".nft1000")

@@ -18,12 +18,13 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from infra import deployments, sql_shell, stack
 from infra.process import ServiceError
-from tasks.duck import s3_url
+from tasks.duck import s3_url, sql_text
 from tasks.settings import Settings, load_settings
 from tasks.store import ObjectStore
 from tasks.summary import summarize
@@ -206,17 +207,7 @@ def _train_and_evaluate(env: dict[str, str]) -> bool:
 
 def accuracy_line(settings: Settings) -> str:
     """Top-1 and top-10 accuracy (over all queries) of the last evaluation, in one line."""
-    con = sql_shell.open_views(settings)
-    try:
-        rows = con.execute(
-            "WITH last AS (SELECT model, data FROM retrieval_results "
-            "ORDER BY evaluated_at DESC LIMIT 1) "
-            "SELECT model, data, pool, k, accuracy, queries FROM retrieval_results "
-            "JOIN last USING (model, data) WHERE collection = 'all' AND k IN (1, 10) "
-            "ORDER BY pool DESC, k"
-        ).fetchall()
-    finally:
-        con.close()
+    rows = _latest(settings, "last_accuracy")
     if not rows:
         return "no retrieval results yet"
     model, data, _, _, _, queries = rows[0]
@@ -226,21 +217,22 @@ def accuracy_line(settings: Settings) -> str:
 
 def cvi_line(settings: Settings) -> str:
     """CVI and top-1 of each collection in the last nft1000/cvi run, in one line."""
+    rows = _latest(settings, "last_cvi")
+    if not rows:
+        return "no CVI results yet"
+    parts = ", ".join(f"{name} {_number(cvi)} (top-1 {_number(top1)})" for name, cvi, top1 in rows)
+    return f"CVI per collection: {parts}"
+
+
+def _latest(settings: Settings, query: str) -> list[tuple[Any, ...]]:
+    """The rows of ``sql/<query>.sql`` over the views; none while its view does not exist."""
     con = sql_shell.open_views(settings)
     try:
-        rows = con.execute(
-            "WITH last AS (SELECT model, data FROM cvi ORDER BY computed_at DESC LIMIT 1) "
-            "SELECT collection, cvi, top1 FROM cvi JOIN last USING (model, data) "
-            "WHERE level = 'collection' ORDER BY cvi DESC NULLS LAST, collection"
-        ).fetchall()
-    except duckdb.CatalogException:  # no cvi view: no run has written results yet
-        return "no CVI results yet"
+        return con.execute(sql_text(query)).fetchall()
+    except duckdb.CatalogException:  # no results file yet, so no view
+        return []
     finally:
         con.close()
-    parts = ", ".join(
-        f"{name} {_number(value)} (top-1 {_number(top1)})" for name, value, top1 in rows
-    )
-    return f"CVI per collection: {parts}"
 
 
 def _number(value: float | None) -> str:
