@@ -28,14 +28,15 @@ def _numpy_cvi(v: np.ndarray, t: np.ndarray) -> tuple[float, float, float | None
     return d_img, d_txt, margin
 
 
-def test_cvi_sql_equals_numpy_on_random_vectors(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dim", [32, 512])  # 512: ViT-B/32, where FLOAT sums drifted 1e-6
+def test_cvi_sql_equals_numpy_on_random_vectors(tmp_path: Path, dim: int) -> None:
     rng = np.random.default_rng(5)
     rows = []
     for name, n in SIZES.items():
-        centre = rng.normal(size=32)  # collections of different spreads and matches
+        centre = rng.normal(size=dim)  # collections of different spreads and matches
         spread = rng.uniform(0.2, 3)
-        v = centre + spread * rng.normal(size=(n, 32))
-        t = v + rng.uniform(0.1, 4) * rng.normal(size=(n, 32))
+        v = centre + spread * rng.normal(size=(n, dim))
+        t = v + rng.uniform(0.1, 4) * rng.normal(size=(n, dim))
         rows += [
             (name, f"0x{name}", ("train", "test")[i % 2], v[i].astype(np.float32).tolist(),
              t[i].astype(np.float32).tolist())
