@@ -236,7 +236,7 @@ def _latest(settings: Settings, query: str) -> list[tuple[Any, ...]]:
 
 
 def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+    return "n/a" if value is None else f"{value:.3g}"
 
 
 def _configure_sql(parser: argparse.ArgumentParser) -> None:
