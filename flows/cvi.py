@@ -75,7 +75,9 @@ def cvi(
     present = [s for s in (splits or SPLITS) if exported.exists(f"{s}/{SIZES}")]
     if not present:
         raise ValueError(f"no split of {list(splits or SPLITS)} is exported under {root}")
-    run_id = hashlib.sha256(f"{label}\n{root}".encode()).hexdigest()[:16]
+    # A new export (other shards or sizes) under the same root gets new embeddings.
+    listing = b"".join(exported.get(f"{s}/{SIZES}") for s in present)
+    run_id = hashlib.sha256(f"{label}\n{root}\n".encode() + listing).hexdigest()[:16]
     out_root = s3_url(settings, "embeddings", run_id)
     open_folder(out_root, settings).put(
         "model.json",
