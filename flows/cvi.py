@@ -31,7 +31,7 @@ from prefect.artifacts import (
 from flows.evaluate import resolve_model
 from flows.runner import artifact_key, task_runner
 from tasks.clip_model import load_clip
-from tasks.cvi import CviRow, Top1, correlations, cvi_results
+from tasks.cvi import CviRow, correlations, cvi_results
 from tasks.duck import connect, quote, s3_url, tables_root
 from tasks.embedding_files import read_files
 from tasks.embeddings import embed_split
@@ -118,9 +118,9 @@ def cvi(
         files += result.files
     del clip
 
-    rows, top1 = _measure(settings, files, label, root, run_id)
-    rho = correlations(rows, top1)
-    reports = _reports(settings, run_id, label, root, rows, top1, rho)
+    rows = _measure(settings, files, label, root, run_id)
+    rho = correlations(rows)
+    reports = _reports(settings, run_id, label, root, rows, rho)
     return {
         "model": label,
         "data": root,
@@ -134,8 +134,8 @@ def cvi(
 
 def _measure(
     settings: Settings, files: list[str], label: str, root: str, run_id: str
-) -> tuple[list[CviRow], list[Top1]]:
-    """CVI rows (DuckDB) and top-1 (torch) of the embeddings; the result table to S3."""
+) -> list[CviRow]:
+    """CVI (DuckDB) beside top-1 (torch) of the embeddings; the result table to S3."""
     top1 = within_top1(read_files(files, settings), device=resolve_device(settings.device))
     con = connect(settings)
     try:
@@ -144,7 +144,7 @@ def _measure(
         con.execute(f"COPY cvi_results TO {quote(url)} (FORMAT parquet)")
     finally:
         con.close()
-    return rows, top1
+    return rows
 
 
 def _reports(
@@ -153,20 +153,17 @@ def _reports(
     label: str,
     root: str,
     rows: list[CviRow],
-    top1: list[Top1],
     rho: dict[str, float | None],
 ) -> dict[str, str]:
     """Plots and the JSON report under reports/cvi/, and the run's artifacts."""
     reports = open_folder(s3_url(settings, "reports", "cvi"), settings)
-    accuracy = {(t.contract, t.collection, t.split): t.top1 for t in top1}
     whole = [r for r in rows if r.level == "collection"]
     plots = {"bars": cvi_bars(whole, f"CVI of {label} on {root}")}
     for group in rho:
-        chosen = [r for r in rows if (r.split or "collection") == group and r.cvi is not None]
         points = [
-            CviPoint(r.collection, r.cvi, accuracy[(r.contract, r.collection, r.split)], r.pairs)
-            for r in chosen
-            if r.cvi is not None and (r.contract, r.collection, r.split) in accuracy
+            CviPoint(r.collection, r.cvi, r.top1, r.pairs)
+            for r in rows
+            if (r.split or "collection") == group and r.cvi is not None and r.top1 is not None
         ]
         title = f"CVI against top-1 ({group}) of {label}"
         plots[f"scatter-{group}"] = cvi_scatter(points, rho[group], title)
@@ -177,9 +174,7 @@ def _reports(
         "model": label,
         "data": root,
         "spearman": rho,
-        "rows": [
-            asdict(r) | {"top1": accuracy.get((r.contract, r.collection, r.split))} for r in rows
-        ],
+        "rows": [asdict(r) for r in rows],
     }
     reports.put(f"{run_id}.json", json.dumps(doc, indent=1).encode())
     _artifacts(settings, doc, paths)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import duckdb
 import numpy as np
@@ -41,6 +41,7 @@ class CviRow:
     text_dispersion: float
     matching_margin: float | None  # None for a single pair
     cvi: float | None
+    top1: float | None = None  # within-collection top-1 of the same pairs, once measured
 
 
 def compute_cvi(con: duckdb.DuckDBPyConnection, embeddings: str | Sequence[str]) -> list[CviRow]:
@@ -64,16 +65,14 @@ class Top1:
     top1: float
 
 
-def correlations(rows: Sequence[CviRow], top1: Sequence[Top1]) -> dict[str, float | None]:
+def correlations(rows: Sequence[CviRow]) -> dict[str, float | None]:
     """Spearman's rho of CVI against top-1 across collections: key ``collection`` (whole
     collections) and each split's name. None where fewer than MIN_CORRELATED collections
     have both numbers or one side is constant."""
-    by_key = {(t.contract, t.collection, t.split): t.top1 for t in top1}
     groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for row in rows:
-        key = (row.contract, row.collection, row.split)
-        if row.cvi is not None and key in by_key:
-            groups[row.split or "collection"].append((row.cvi, by_key[key]))
+        if row.cvi is not None and row.top1 is not None:
+            groups[row.split or "collection"].append((row.cvi, row.top1))
     found: dict[str, float | None] = {}
     for group, points in sorted(groups.items()):
         try:
@@ -93,13 +92,14 @@ def cvi_results(
     data: str,
 ) -> list[CviRow]:
     """The ``cvi_results`` table (sql/cvi_results.sql): CVI of the embeddings beside the
-    top-1 of the same pairs, for one model and data; returns the CVI rows."""
-    rows = compute_cvi(con, embeddings)
+    top-1 of the same pairs, for one model and data; returns its rows, top-1 joined."""
+    compute_cvi(con, embeddings)
     con.register("cvi_top1", pa.Table.from_pylist([asdict(t) for t in top1], TOP1_SCHEMA))
     con.execute("SET VARIABLE model = ?", [model])
     con.execute("SET VARIABLE data = ?", [data])
     run_sql(con, "cvi_results")
-    return rows
+    columns = ", ".join(f.name for f in fields(CviRow))
+    return [CviRow(*row) for row in con.execute(f"SELECT {columns} FROM cvi_results").fetchall()]
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

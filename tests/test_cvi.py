@@ -8,7 +8,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from tasks.cvi import CviRow, Top1, compute_cvi, correlations, spearman
+from tasks.cvi import CviRow, Top1, compute_cvi, correlations, cvi_results, spearman
 from tasks.embedding_files import to_parquet
 from tasks.retrieval import within_top1
 
@@ -108,19 +108,37 @@ def test_within_top1_counts_each_collection_and_split_on_its_own() -> None:
     }
 
 
-def _row(name: str, split: str | None, cvi: float | None) -> CviRow:
+def _row(name: str, split: str | None, cvi: float | None, top1: float) -> CviRow:
     level = "collection" if split is None else "split"
-    return CviRow(level, name, f"0x{name}", split, 10, 0.5, 0.5, cvi, cvi)
+    return CviRow(level, name, f"0x{name}", split, 10, 0.5, 0.5, cvi, cvi, top1)
 
 
 def test_correlations_per_group_need_three_collections() -> None:
     names = ["A", "B", "C", "D"]
-    rows = [_row(n, None, c) for n, c in zip(names, [0.1, 0.2, 0.3, None], strict=True)]
-    rows += [_row(n, "test", c) for n, c in zip(names[:2], [0.1, 0.2], strict=True)]
-    top1 = [
-        Top1(n, f"0x{n}", None, 10, a) for n, a in zip(names, [0.9, 0.5, 0.7, 0.1], strict=True)
-    ]
-    top1 += [Top1(n, f"0x{n}", "test", 10, 0.5) for n in names[:2]]
-    rho = correlations(rows, top1)
+    cvis, accuracy = [0.1, 0.2, 0.3, None], [0.9, 0.5, 0.7, 0.1]
+    rows = [_row(n, None, c, a) for n, c, a in zip(names, cvis, accuracy, strict=True)]
+    rows += [_row(n, "test", c, 0.5) for n, c in zip(names[:2], [0.1, 0.2], strict=True)]
+    rho = correlations(rows)
     assert rho["collection"] == pytest.approx(-0.5)  # D (no CVI) left out
     assert rho["test"] is None  # two collections rank nothing
+
+
+def test_cvi_results_set_each_row_beside_its_own_top1(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    tokens = [
+        (name, f"0x{name}", str(i), ("train", "test")[i % 2]) for name in "AB" for i in range(4)
+    ]
+    path = tmp_path / "e.parquet"
+    path.write_bytes(to_parquet(tokens, rng.normal(size=(8, 16)), rng.normal(size=(8, 16))))
+    top1 = [Top1("A", "0xA", None, 4, 0.25), Top1("A", "0xA", "test", 2, 0.5)]
+    top1 += [Top1("B", "0xB", "train", 2, 1.0)]
+    rows = cvi_results(duckdb.connect(), str(path), top1, model="m", data="d")
+    found = {(r.collection, r.split): r.top1 for r in rows}
+    assert found == {
+        ("A", None): 0.25,
+        ("A", "test"): 0.5,
+        ("A", "train"): None,  # not measured: left empty, not borrowed from another level
+        ("B", None): None,
+        ("B", "test"): None,
+        ("B", "train"): 1.0,
+    }
