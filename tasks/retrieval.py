@@ -44,7 +44,7 @@ import torch
 
 from tasks.cvi import Top1
 from tasks.duck import connect, run_sql
-from tasks.embedding_files import Token
+from tasks.embedding_files import Contents
 
 KS: tuple[int, ...] = (1, 5, 10, 20, 50)
 WITHIN = "within"
@@ -430,25 +430,26 @@ def upsert_results(con: duckdb.DuckDBPyConnection, rows: Iterable[ResultRow]) ->
     return len(batch)
 
 
-def within_top1(
-    files: Iterable[tuple[Sequence[Token], np.ndarray, np.ndarray]],
-    device: str | torch.device = "cpu",
-) -> list[Top1]:
+def within_top1(files: Iterable[Contents], device: str | torch.device = "cpu") -> list[Top1]:
     """Top-1 of every collection and (collection, split) from embedding files' contents,
     the difficulty CVI must rank. Pairs are held per collection in float16."""
-    held: dict[tuple[str, str], list[tuple[str, np.ndarray, np.ndarray]]] = defaultdict(list)
+    held: dict[tuple[str, str], list[tuple[list[str], np.ndarray, np.ndarray]]] = defaultdict(list)
     for tokens, images, texts in files:
-        for i, (collection, contract, _, name) in enumerate(tokens):
-            held[(collection, contract)].append(
-                (name, images[i].astype(np.float16), texts[i].astype(np.float16))
+        rows_of: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for i, (collection, contract, _, _) in enumerate(tokens):
+            rows_of[(collection, contract)].append(i)
+        for key, rows in rows_of.items():
+            splits = [tokens[i][3] for i in rows]
+            held[key].append(
+                (splits, images[rows].astype(np.float16), texts[rows].astype(np.float16))
             )
     found: list[Top1] = []
-    for (collection, contract), pairs in sorted(held.items()):
-        splits = [p[0] for p in pairs]
-        images = np.stack([p[1] for p in pairs]).astype(np.float32)
-        texts = np.stack([p[2] for p in pairs]).astype(np.float32)
+    for (collection, contract), parts in sorted(held.items()):
+        splits = [s for part in parts for s in part[0]]
+        images = np.concatenate([part[1] for part in parts]).astype(np.float32)
+        texts = np.concatenate([part[2] for part in parts]).astype(np.float32)
         # One pool of every pair, then one per split (labels prefixed: never "all").
-        for labels in (["whole"] * len(pairs), [f"split {s}" for s in splits]):
+        for labels in (["whole"] * len(splits), [f"split {s}" for s in splits]):
             result = evaluate(images, texts, labels, pools=(WITHIN,), ks=(1,), device=device)
             for acc in result[WITHIN].collections:
                 split = acc.collection.removeprefix("split ") if acc.collection != "whole" else None
