@@ -89,9 +89,10 @@ def embed_split(
                 )
             except NoSamples:  # every image corrupt: the group is done, with no pairs
                 out.put(name, to_parquet([], np.zeros((0, 1)), np.zeros((0, 1))))
-                continue
-            out.put(name, to_parquet(result.tokens, result.images.numpy(), result.texts.numpy()))
-            embedded += len(result.keys)
+            else:
+                data = to_parquet(result.tokens, result.images.numpy(), result.texts.numpy())
+                out.put(name, data)
+                embedded += len(result.keys)
         if on_group is not None:
             on_group(done, len(groups))
     return SplitEmbeddings(out.url, tuple(files), embedded, time.perf_counter() - started)
