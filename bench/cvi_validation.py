@@ -37,7 +37,7 @@ from typing import Any
 
 from bench.composed import ComposedCollection, Plan, compose, neighbours, write_export
 from infra import deployments, stack
-from tasks.cvi import spearman
+from tasks.cvi import rank_correlations
 from tasks.duck import s3_url
 from tasks.folders import open_folder
 from tasks.settings import Settings, load_settings
@@ -140,11 +140,8 @@ def _report(settings: Settings, root: str) -> dict[str, Any]:
 
 def _rho(rows: list[dict[str, Any]], x: str, y: str) -> dict[str, float | None]:
     """Spearman's rho of two columns per group of rows (whole collections, each split)."""
-    groups: dict[str, list[tuple[float, float]]] = {}
-    for row in rows:
-        if row[x] is not None and row[y] is not None:
-            groups.setdefault(row["split"] or "collection", []).append((row[x], row[y]))
-    return {g: round(spearman(*zip(*p, strict=True)), 3) for g, p in sorted(groups.items())}
+    found = rank_correlations((r["split"] or "collection", r[x], r[y]) for r in rows)
+    return {group: None if rho is None else round(rho, 3) for group, rho in found.items()}
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ does, the test of whether the index is worth shipping.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 
 import duckdb
@@ -67,18 +67,26 @@ class Top1:
 
 def correlations(rows: Sequence[CviRow]) -> dict[str, float | None]:
     """Spearman's rho of CVI against top-1 across collections: key ``collection`` (whole
-    collections) and each split's name. None where fewer than MIN_CORRELATED collections
-    have both numbers or one side is constant."""
+    collections) and each split's name (see ``rank_correlations``)."""
+    return rank_correlations((r.split or "collection", r.cvi, r.top1) for r in rows)
+
+
+def rank_correlations(
+    points: Iterable[tuple[str, float | None, float | None]],
+) -> dict[str, float | None]:
+    """Spearman's rho of x against y per group, from (group, x, y) points; points missing
+    a value are left out. None where fewer than MIN_CORRELATED points remain or one side
+    is constant."""
     groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for row in rows:
-        if row.cvi is not None and row.top1 is not None:
-            groups[row.split or "collection"].append((row.cvi, row.top1))
+    for group, x, y in points:
+        if x is not None and y is not None:
+            groups[group].append((x, y))
     found: dict[str, float | None] = {}
-    for group, points in sorted(groups.items()):
+    for group, pairs in sorted(groups.items()):
         try:
-            ok = len(points) >= MIN_CORRELATED
-            found[group] = spearman(*zip(*points, strict=True)) if ok else None
-        except ValueError:  # all CVIs or all accuracies tie
+            ok = len(pairs) >= MIN_CORRELATED
+            found[group] = spearman(*zip(*pairs, strict=True)) if ok else None
+        except ValueError:  # all of x or all of y tie
             found[group] = None
     return found
 
