@@ -38,6 +38,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from bench.synthetic import LAYER_ORDER, LAYERS_ARCHIVE
+from infra.stack import MOONBIRDS_ARCHIVE, MOONBIRDS_LAYERS
 from tasks.content import parse_metadata
 from tasks.images import PNG_MIME, decode
 from tasks.masks import (
@@ -52,9 +53,6 @@ from tasks.masks import (
 )
 from tasks.traits import normalise_traits
 
-SHARED = Path(__file__).resolve().parents[2] / "shared/data"
-MOONBIRDS_ARCHIVE = SHARED / "moonbirds.tar.gz"
-MOONBIRDS_LAYERS = SHARED / "moonbirds_layers.tar.gz"
 MOONBIRDS_SIZE = (42, 42)
 _MOONBIRDS_FILE = re.compile(r"moonbirds/(images|metadata)/(\d+)\.(png|json)")
 

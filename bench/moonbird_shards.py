@@ -138,7 +138,8 @@ def split_of(seed: int, token_ids: list[int], test_share: float) -> dict[int, st
 def _build(params: Params, root: Path) -> dict[str, Any]:
     # Preparation alone needs the archive, S3 and the export: imported here, so a
     # machine that only reads a prepared folder needs none of them.
-    from bench.masks import MOONBIRDS_LAYERS, moonbirds_tokens
+    from bench.masks import moonbirds_tokens
+    from infra.stack import MOONBIRDS_LAYERS
     from tasks.export_items import ExportItem
     from tasks.masking import caption
     from tasks.store import ObjectStore

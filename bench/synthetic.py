@@ -46,7 +46,8 @@ from tasks.manifest import ManifestRow
 from tasks.shard import BLOCK
 from tasks.token_table import token_record, write_parquet
 
-LAYERS_ARCHIVE = Path(__file__).resolve().parents[2] / "shared/data/hashlips_layers.tar.gz"
+# The HashLips sample layers (MIT), kept with the test data that tests and benches share.
+LAYERS_ARCHIVE = Path(__file__).resolve().parents[1] / "tests" / "data" / "hashlips_layers.tar.gz"
 # The HashLips engine's layersOrder (back to front); layers not named here follow, sorted.
 LAYER_ORDER = ("Background", "Eyeball", "Eye color", "Iris", "Shine", "Bottom lid", "Top lid")
 

@@ -35,15 +35,19 @@ from infra.process import ServiceSpec, free_port, read_pid, start, stop
 from tasks.model_configs import TINY_ARCHITECTURE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEMO_DATA = PROJECT_ROOT / "infra" / "demo"
+# The demo's real data (with SOURCE and licence notes), shipped with the package;
+# tests and benchmarks read the same archives.
+DEMO_DATA = Path(__file__).resolve().parent / "demo"
+MOONBIRDS_ARCHIVE = DEMO_DATA / "moonbirds.tar.gz"
+LOOT_ARCHIVE = DEMO_DATA / "loot.tar.gz"
+# The official Moonbirds trait layers: the demo's masks, and ground truth for derived ones.
+MOONBIRDS_LAYERS = DEMO_DATA / "moonbirds_layers.tar.gz"
 HOST = "127.0.0.1"
 # Fixed local values, not secrets: weed takes them as its admin identity, clients sign with them.
 AWS_KEY = "nft1000-local"
 AWS_REGION = "us-east-1"
 PREFECT_WORKER_NAME = "nft1000-local"
 GPU_WORKER_NAME = "nft1000-local-gpu"
-# The official Moonbirds trait layers, where the shared data sits beside the checkout.
-MOONBIRDS_LAYERS = PROJECT_ROOT.parent / "shared" / "data" / "moonbirds_layers.tar.gz"
 MODEL_KEYS = ("NFT1000_MODEL", "NFT1000_PRETRAINED", "NFT1000_TRAIT_LAYERS")
 # The filer drains its gRPC streams for up to 15 s on SIGINT; give it that, then some.
 S3_STOP_TIMEOUT_S = 30.0
@@ -74,8 +78,8 @@ class StackConfig:
     dask_workers: int = 2
     moonbirds_count: int = 10_000
     loot_count: int = 1_000
-    moonbirds_archive: Path = DEMO_DATA / "moonbirds.tar.gz"
-    loot_archive: Path = DEMO_DATA / "loot.tar.gz"
+    moonbirds_archive: Path = MOONBIRDS_ARCHIVE
+    loot_archive: Path = LOOT_ARCHIVE
     bucket: str = "nft1000"
     work_pool: str = "ingest"
     gpu_work_pool: str = "gpu"
@@ -163,9 +167,11 @@ def stack_env(cfg: StackConfig) -> dict[str, str]:
 def model_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The CLIP nft1000/finetune and nft1000/evaluate use: the tiny model from random
     weights (CPU-sized, nothing to download) unless `environ` names another."""
-    defaults = {"NFT1000_MODEL": TINY_ARCHITECTURE, "NFT1000_PRETRAINED": ""}
-    if MOONBIRDS_LAYERS.exists():
-        defaults["NFT1000_TRAIT_LAYERS"] = f"Moonbirds={MOONBIRDS_LAYERS}"
+    defaults = {
+        "NFT1000_MODEL": TINY_ARCHITECTURE,
+        "NFT1000_PRETRAINED": "",
+        "NFT1000_TRAIT_LAYERS": f"Moonbirds={MOONBIRDS_LAYERS}",
+    }
     return defaults | {k: environ[k] for k in MODEL_KEYS if k in environ}
 
 

@@ -1,7 +1,7 @@
 """Each collection's trait masks, built once before dynamic-masking training and kept in S3.
 
-A collection whose layer art is configured (``Settings.trait_layers``, Moonbirds
-ships in shared/data) gets the official masks; every other collection gets masks
+A collection whose layer art is configured (``Settings.trait_layers``; the demo
+ships Moonbirds') gets the official masks; every other collection gets masks
 derived from its own training images (``tasks.masks.MaskBuilder``). When both
 exist the derived ones are built too and their IoU against the official ones is
 reported: that is how good derivation is where nobody published layers.

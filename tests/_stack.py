@@ -23,9 +23,8 @@ from tasks.ipfs.car import write_car
 from tasks.ipfs.importer import add_directory
 from tasks.settings import Settings
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data"
-MOONBIRDS_ARCHIVE = DATA / "moonbirds.tar.gz"
-LOOT_ARCHIVE = DATA / "loot.tar.gz"
+MOONBIRDS_ARCHIVE = stack.MOONBIRDS_ARCHIVE
+LOOT_ARCHIVE = stack.LOOT_ARCHIVE
 MOONBIRDS = 300
 LOOT = 50
 AWS_KEY = stack.AWS_KEY  # weed takes these from its environment as its admin identity

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,10 +21,10 @@ from infra.demo_chain import (
     send_transaction,
 )
 from infra.process import free_port, running
+from infra.stack import LOOT_ARCHIVE
 from tasks.chain import ChainReader, StringTooLarge, decode_string, encode_call
 from tasks.errors import ItemError
 
-LOOT_ARCHIVE = Path(__file__).resolve().parents[2] / "shared/data/loot.tar.gz"
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 MOONBIRDS = 300
 LOOT = 50

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from infra.demo_content import MoonbirdsContent, build_moonbirds
 from infra.gateway import CAR_TYPE, RAW_TYPE, make_app
 from infra.process import free_port, running
+from infra.stack import MOONBIRDS_ARCHIVE as ARCHIVE
 from infra.stack import StackConfig, gateway_spec
 from tasks.ipfs.car import read_car
 from tasks.ipfs.cid import CID
@@ -24,7 +25,6 @@ from tasks.ipfs.importer import add_directory
 from tasks.ipfs.verify import file_from_car
 
 REPO = Path(__file__).resolve().parents[1]
-ARCHIVE = REPO.parent / "shared" / "data" / "moonbirds.tar.gz"
 TOKENS = 50
 LIMIT = 1 << 20
 

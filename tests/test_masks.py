@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from bench.masks import (
-    MOONBIRDS_LAYERS,
     MOONBIRDS_SIZE,
     Composed,
     compose_hashlips,
@@ -22,6 +21,7 @@ from bench.masks import (
     visible_official,
 )
 from bench.synthetic import LAYERS_ARCHIVE
+from infra.stack import MOONBIRDS_LAYERS
 from tasks.images import PNG_MIME, decode
 from tasks.masks import (
     DerivedMasks,

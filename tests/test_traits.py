@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from infra.stack import MOONBIRDS_ARCHIVE
 from tasks.traits import (
     MAX_PROBLEMS,
     MAX_TEXT,
@@ -21,8 +22,6 @@ from tasks.traits import (
     is_visual,
     normalise_traits,
 )
-
-MOONBIRDS_ARCHIVE = Path(__file__).resolve().parents[2] / "shared/data/moonbirds.tar.gz"
 
 
 def pairs(result: Traits) -> list[tuple[str, str]]:
