@@ -16,6 +16,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows.runner import task_runner
 from tasks.layout_import import ImportBatch, ImportResult, import_batch, plan_import
+from tasks.registry import registry_files
 from tasks.settings import Settings, load_settings
 from tasks.store import ObjectStore
 
@@ -33,7 +34,7 @@ def import_nft1000(source: str, registries: list[str] | None = None) -> list[dic
     logger = get_run_logger()
     settings = SETTINGS
     ObjectStore(settings).ensure_bucket()
-    paths = (*settings.registries, *(Path(p) for p in registries or ()))
+    paths = registry_files((*settings.registries, *(Path(p) for p in registries or ())))
     plan = plan_import(source, settings, paths)
     for error in plan.errors:
         logger.error("%s not imported (%s): %s", error.path, error.reason, error.message)

@@ -24,7 +24,13 @@ from prefect.futures import PrefectFuture, as_completed
 
 from flows.runner import artifact_key, task_runner
 from tasks.chain import ChainReader, CollectionFacts, RpcError
-from tasks.registry import CollectionTarget, collection_name, load_registry, parse_target
+from tasks.registry import (
+    CollectionTarget,
+    collection_name,
+    load_registry,
+    parse_target,
+    registry_files,
+)
 from tasks.settings import Settings, load_settings
 from tasks.shard import ShardResult, ShardSpec, plan_shards, run_shard
 from tasks.store import ObjectStore
@@ -85,7 +91,7 @@ def ingest(
     specs = collections or list(settings.collections)
     if not specs:
         raise ValueError("no collections given and NFT1000_COLLECTIONS is empty")
-    registry = load_registry(settings.registries)
+    registry = load_registry(registry_files(settings.registries))
     targets = [parse_target(s, registry) for s in specs]
     addresses = [t.address for t in targets]
     if len(set(addresses)) != len(addresses):

@@ -4,7 +4,9 @@ A collection is named by its NFT1000 registry name (``Moonbirds``) or by its
 contract address, optionally with an inclusive token id range:
 ``Moonbirds``, ``Moonbirds:0-99``, ``0x2358...a68b:1-500``. Registries are JSON
 files in the shape of NFT1000's ``collections.json``; the first that knows a
-name wins, so a local registry can shadow mainnet addresses for the demo.
+name wins, so a local registry can shadow mainnet addresses for the demo. The
+NFT1000 registry is built in (``registry_data/``, made by infra/build_registry.py)
+and consulted last, so NFT1000's names resolve with no settings at all.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from tasks.chain import ADDRESS, CollectionFacts
 from tasks.manifest import valid_text
 
 _RANGE = re.compile(r"(?P<first>\d+)-(?P<last>\d+)")
+# Facts only (name, address, supply, split) from NFT1000's own files; see its SOURCE note.
+BUILTIN_REGISTRY = Path(__file__).resolve().parent / "registry_data" / "nft1000.json"
 
 
 @dataclass(frozen=True)
@@ -28,17 +32,46 @@ class CollectionTarget:
     ids: tuple[int, int] | None  # explicit (first, end-exclusive), else discovered on chain
 
 
+@dataclass(frozen=True)
+class RegistryEntry:
+    name: str  # the registry's key
+    project_name: str  # the entry's own project_name, else the key
+    address: str  # lowercase 0x address
+    total_supply: int | None
+
+
+def registry_files(extra: Sequence[Path]) -> tuple[Path, ...]:
+    """Where names are looked up: the user's registries first, the built-in one last."""
+    return (*extra, BUILTIN_REGISTRY)
+
+
+def read_registry(path: Path) -> list[RegistryEntry]:
+    """The collections of one registry file that have a valid contract address."""
+    data = json.loads(Path(path).read_text())
+    entries = []
+    for key, entry in data.get("collections", {}).items():
+        address = str(entry.get("contract_address", ""))
+        if not ADDRESS.fullmatch(address):
+            continue
+        supply = entry.get("total_supply")
+        entries.append(
+            RegistryEntry(
+                key,
+                str(entry.get("project_name") or key),
+                address.lower(),
+                supply if isinstance(supply, int) else None,
+            )
+        )
+    return entries
+
+
 def load_registry(paths: Sequence[Path]) -> dict[str, tuple[str, str]]:
     """Lowercased name -> (name, address), earlier files taking precedence."""
     known: dict[str, tuple[str, str]] = {}
     for path in paths:
-        data = json.loads(Path(path).read_text())
-        for key, entry in data.get("collections", {}).items():
-            address = str(entry.get("contract_address", ""))
-            if not ADDRESS.fullmatch(address):
-                continue
-            for name in {key, str(entry.get("project_name") or key)}:
-                known.setdefault(name.lower(), (key, address.lower()))
+        for entry in read_registry(path):
+            for name in {entry.name, entry.project_name}:
+                known.setdefault(name.lower(), (entry.name, entry.address))
     return known
 
 
@@ -59,8 +92,9 @@ def parse_target(spec: str, registry: dict[str, tuple[str, str]]) -> CollectionT
     found = registry.get(text.lower())
     if found is None:
         raise ValueError(
-            f"unknown collection {text!r}: give a contract address (0x...) or a name from "
-            "a registry listed in NFT1000_REGISTRIES"
+            f"unknown collection {text!r}: give a contract address (0x...) or a collection "
+            "name (`nft1000 collections TEXT` searches them: NFT1000's and those of the "
+            "registries in NFT1000_REGISTRIES)"
         )
     name, address = found
     return CollectionTarget(name, address, ids)

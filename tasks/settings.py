@@ -76,11 +76,13 @@ class Settings:
     # contract addresses, each optionally followed by ":FIRST-LAST" (inclusive ids).
     collections: tuple[str, ...] = ()
 
-    # Extra collection registries (JSON files: NFT1000's collections.json shape).
+    # Extra collection registries (JSON files: NFT1000's collections.json shape), looked
+    # up before the built-in NFT1000 registry (tasks/registry_data), which comes last.
     registries: tuple[Path, ...] = field(default_factory=tuple)
 
-    # The NFT1000 split file (partitioning.json); its names are resolved through the
-    # first registry above. None: every collection gets a split hashed from its name.
+    # Another split file in NFT1000's partitioning.json shape; its names are resolved
+    # through the first registry above (else the built-in one). None: NFT1000's published
+    # split from the built-in registry; other collections get a split hashed from the name.
     partitioning: Path | None = None
     # Seed of the mini subset draw and of the WebDataset sample order.
     seed: int = 0

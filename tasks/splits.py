@@ -2,8 +2,11 @@
 
 NFT1000 splits by collection so no collection is seen in two splits; its
 collections keep their published split, any other collection gets one from a
-stable hash of its name. The mini subset (at most 1,000 tokens per collection)
-is drawn in DuckDB (``sql/splits.sql``) so it scales to millions of tokens.
+stable hash of its name. The published split ships in the built-in registry
+(infra/build_registry.py resolves its quirks with load_partitioning, once);
+``NFT1000_PARTITIONING`` names another split file to use instead. The mini
+subset (at most 1,000 tokens per collection) is drawn in DuckDB
+(``sql/splits.sql``) so it scales to millions of tokens.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Literal
 import duckdb
 
 from tasks.manifest import SQL_DIR
+from tasks.registry import BUILTIN_REGISTRY, registry_files
 
 Split = Literal["train", "validation", "test"]
 
@@ -64,18 +68,30 @@ def _resolve(
     raise ValueError(f"split name {name!r} is not in the registry and has no known alias")
 
 
+def _names_by_key(collections: Mapping[str, object]) -> dict[str, list[str]]:
+    by_key: dict[str, list[str]] = {}
+    for name in collections:
+        by_key.setdefault(_key(name), []).append(name)
+    return by_key
+
+
+def registry_aliases(collections: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """_key() of each unambiguous registry name and of each contract address -> registry name."""
+    by_key = _names_by_key(collections)
+    aliases = {key: names[0] for key, names in by_key.items() if len(names) == 1}
+    for name, entry in collections.items():
+        if entry.get("contract_address"):
+            aliases[_key(entry["contract_address"])] = name
+    return aliases
+
+
 def load_partitioning(partitioning: Path, registry: Path) -> Partitioning:
     """The published split keyed by registry name; ValueError where the files cannot agree."""
     lists = json.loads(partitioning.read_text())
     reg_data = json.loads(registry.read_text())
     collections: dict[str, dict[str, Any]] = reg_data["collections"]
-    by_key: dict[str, list[str]] = {}
-    for name in collections:
-        by_key.setdefault(_key(name), []).append(name)
-    aliases = {key: names[0] for key, names in by_key.items() if len(names) == 1}
-    for name, entry in collections.items():
-        if entry.get("contract_address"):
-            aliases[_key(entry["contract_address"])] = name
+    by_key = _names_by_key(collections)
+    aliases = registry_aliases(collections)
 
     notes: list[str] = []
     total = reg_data.get("total")
@@ -106,8 +122,9 @@ def load_partitioning(partitioning: Path, registry: Path) -> Partitioning:
             splits[resolved] = split
             if resolved in OUTSIDE_PUBLISHED_COUNTS:
                 pairs = collections[resolved].get("actual_collected_quantity")
+                counted = f" ({pairs:,} pairs)" if isinstance(pairs, int) else ""
                 notes.append(
-                    f"{list_name}: {resolved!r} ({pairs:,} pairs) is not in the published "
+                    f"{list_name}: {resolved!r}{counted} is not in the published "
                     f"{OUTSIDE_PUBLISHED_COUNTS[resolved]}; kept in {split} as listed"
                 )
     notes.extend(
@@ -118,14 +135,33 @@ def load_partitioning(partitioning: Path, registry: Path) -> Partitioning:
     return Partitioning(MappingProxyType(splits), MappingProxyType(aliases), tuple(notes))
 
 
+def registry_partitioning(registry: Path) -> Partitioning:
+    """The split a generated registry carries (infra/build_registry.py): each collection's
+    ``split``, the split file's spellings in ``aliases`` and the quirks' ``notes``, as
+    load_partitioning found them in NFT1000's own files."""
+    data = json.loads(registry.read_text())
+    collections: dict[str, dict[str, Any]] = data["collections"]
+    known = {split for split, _ in SHARES}
+    splits: dict[str, Split] = {}
+    for name, entry in collections.items():
+        split = entry.get("split")
+        if split is None:
+            continue
+        if split not in known:
+            raise ValueError(f"{registry.name}: {name!r} has split {split!r}, not one of {known}")
+        splits[name] = split
+    aliases = {**registry_aliases(collections), **data.get("aliases", {})}
+    notes = tuple(str(note) for note in data.get("notes", ()))
+    return Partitioning(MappingProxyType(splits), MappingProxyType(aliases), notes)
+
+
 def load_split_rules(partitioning: Path | None, registries: tuple[Path, ...]) -> Partitioning:
-    """The published split when a partitioning file is configured, else hashed splits only."""
+    """NFT1000's published split, from the built-in registry unless a partitioning file is
+    configured; that file's names are resolved through the first registry (the built-in
+    one when NFT1000_REGISTRIES is empty)."""
     if partitioning is None:
-        note = "no partitioning file configured: every collection gets a hashed split"
-        return Partitioning(MappingProxyType({}), MappingProxyType({}), (note,))
-    if not registries:
-        raise ValueError("a partitioning file needs the NFT1000 registry (collections.json)")
-    return load_partitioning(partitioning, registries[0])
+        return registry_partitioning(BUILTIN_REGISTRY)
+    return load_partitioning(partitioning, registry_files(registries)[0])
 
 
 def hashed_split(name: str) -> Split:
@@ -139,15 +175,22 @@ def hashed_split(name: str) -> Split:
     return SHARES[-1][0]
 
 
-def split_for(name: str, partitioning: Partitioning) -> Split:
-    """Published split for NFT1000 collections, else hashed.
+def _registry_name(name: str, partitioning: Partitioning) -> str:
+    """An NFT1000 collection is also found by its split spelling, its contract address
+    or its name in other case or spacing, so it never leaks into a hashed split."""
+    if name in partitioning.splits:
+        return name
+    return partitioning.aliases.get(_key(name), name)
 
-    An NFT1000 collection is also found by its split spelling, its contract address
-    or its name in other case or spacing, so it never leaks into a hashed split.
-    """
-    registry_name = (
-        name if name in partitioning.splits else partitioning.aliases.get(_key(name), name)
-    )
+
+def published_split(name: str, partitioning: Partitioning) -> Split | None:
+    """NFT1000's split of a collection; None when it is not in the split."""
+    return partitioning.splits.get(_registry_name(name, partitioning))
+
+
+def split_for(name: str, partitioning: Partitioning) -> Split:
+    """Published split for NFT1000 collections, else hashed."""
+    registry_name = _registry_name(name, partitioning)
     found = partitioning.splits.get(registry_name)
     return found if found is not None else hashed_split(registry_name)
 

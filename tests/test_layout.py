@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from _stack import DATA, Services, data_uri_bytes, noise_png, read_moonbirds
+from _stack import Services, data_uri_bytes, noise_png, read_moonbirds
 from PIL import Image
 
 from tasks.content import inspect_image
@@ -36,6 +36,7 @@ from tasks.layout_import import (
     plan_import,
 )
 from tasks.manifest import ManifestRow, from_parquet
+from tasks.registry import BUILTIN_REGISTRY
 from tasks.settings import Settings
 from tasks.shard import ShardSpec, manifest_key
 from tasks.store import ObjectStore
@@ -44,7 +45,6 @@ pytestmark = pytest.mark.services
 
 MOONBIRDS = "0x23581767a106ae21c074b2276d25e5c3e136a68b"  # in NFT1000's collections.json
 LOOT = "0xff9c1b15b16263c61d017ee9f65c50e4ae0113d7"
-REGISTRY = DATA / "nft1000/collections.json"
 BIRDS = 30  # Moonbirds ids 0..29
 LOOT_IDS = (1, 2, 3)
 CORRUPT_ID = "9999"  # a Moonbird whose stored image is a cut-off PNG
@@ -273,7 +273,7 @@ def test_import_of_an_export_gives_the_stored_rows(
     os.symlink(secret, root / "Moonbirds/images/Moonbirds_46.png")
     settings = settings.replace(max_image_bytes=100_000)
 
-    plan = plan_import(str(root), settings, [REGISTRY])
+    plan = plan_import(str(root), settings, [BUILTIN_REGISTRY])
     assert [(e.path, e.reason) for e in plan.errors] == [("Mystery", "no_contract")]
     assert {n.path for n in plan.notes} == set(hostile)
     assert plan.notes_total == len(hostile)
@@ -323,7 +323,7 @@ def test_import_of_an_export_gives_the_stored_rows(
 
     # Re-importing writes nothing: no blob, no manifest.
     stamps = _s3_stamps(store, settings.s3_prefix)
-    again = _run(str(root), settings, [REGISTRY])
+    again = _run(str(root), settings, [BUILTIN_REGISTRY])
     assert [(r.new_blobs, r.manifest_written) for r in again] == [(0, False)] * 3
     assert _s3_stamps(store, settings.s3_prefix) == stamps
 

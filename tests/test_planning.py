@@ -7,31 +7,45 @@ from pathlib import Path
 
 import pytest
 
+from infra.cli import main
 from tasks.chain import CollectionFacts
-from tasks.registry import CollectionTarget, collection_name, load_registry, parse_target
+from tasks.registry import (
+    CollectionTarget,
+    collection_name,
+    load_registry,
+    parse_target,
+    registry_files,
+)
 from tasks.settings import Settings, load_settings
 from tasks.shard import BLOCK, ShardSpec, plan_shards
+from tasks.splits import load_split_rules, split_for
 
-NFT1000 = Path(__file__).resolve().parents[2] / "shared/data/nft1000/collections.json"
 MOONBIRDS_MAINNET = "0x23581767a106ae21c074b2276d25e5c3e136a68b"
+AZUKI_MAINNET = "0xed5af388653567af2f388e6224dc7c4b3241c544"
+LOCAL = "0x" + "ab" * 20
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> dict[str, tuple[str, str]]:
+def demo_registry(tmp_path: Path) -> Path:
+    """A registry like the local demo's: Moonbirds at a local address."""
     demo = tmp_path / "demo.json"
-    local = "0x" + "ab" * 20
-    demo.write_text(json.dumps({"collections": {"Moonbirds": {"contract_address": local}}}))
-    return load_registry([demo, NFT1000])  # the demo shadows mainnet
+    collections = {"Moonbirds": {"contract_address": LOCAL, "total_supply": 100}}
+    demo.write_text(json.dumps({"collections": collections}))
+    return demo
+
+
+@pytest.fixture
+def registry(demo_registry: Path) -> dict[str, tuple[str, str]]:
+    settings = load_settings({"NFT1000_REGISTRIES": str(demo_registry)})
+    return load_registry(registry_files(settings.registries))  # the demo shadows mainnet
 
 
 def test_names_ranges_and_addresses(registry: dict[str, tuple[str, str]]) -> None:
-    local = "0x" + "ab" * 20
-    assert parse_target("moonbirds", registry) == CollectionTarget("Moonbirds", local, None)
+    assert parse_target("moonbirds", registry) == CollectionTarget("Moonbirds", LOCAL, None)
     assert parse_target(" Moonbirds:5-9 ", registry) == CollectionTarget(
-        "Moonbirds", local, (5, 10)
+        "Moonbirds", LOCAL, (5, 10)
     )
-    azuki = parse_target("Azuki", registry)
-    assert azuki.name == "Azuki" and azuki.address.startswith("0x") and azuki.ids is None
+    assert parse_target("Azuki", registry) == CollectionTarget("Azuki", AZUKI_MAINNET, None)
     upper = MOONBIRDS_MAINNET.upper().replace("0X", "0x")
     assert parse_target(f"{upper}:0-0", registry) == CollectionTarget(
         MOONBIRDS_MAINNET, MOONBIRDS_MAINNET, (0, 1)
@@ -42,6 +56,58 @@ def test_names_ranges_and_addresses(registry: dict[str, tuple[str, str]]) -> Non
 def test_bad_specs_say_what_is_wrong(registry: dict[str, tuple[str, str]], spec: str) -> None:
     with pytest.raises(ValueError):
         parse_target(spec, registry)
+
+
+def test_nft1000_names_and_addresses_resolve_with_no_settings() -> None:
+    """The built-in registry: no NFT1000_REGISTRIES, yet NFT1000's names and split work."""
+    settings = load_settings({})
+    registry = load_registry(registry_files(settings.registries))
+    assert parse_target("Azuki:0-9", registry) == CollectionTarget("Azuki", AZUKI_MAINNET, (0, 10))
+    assert parse_target("MOONBIRDS", registry).address == MOONBIRDS_MAINNET
+    by_address = parse_target(AZUKI_MAINNET.upper().replace("0X", "0x"), registry)
+    assert by_address == CollectionTarget(AZUKI_MAINNET, AZUKI_MAINNET, None)
+    rules = load_split_rules(settings.partitioning, settings.registries)
+    assert split_for("Azuki", rules) == split_for(AZUKI_MAINNET, rules) == "train"
+    assert split_for("0bits", rules) == "test"
+    with pytest.raises(ValueError, match="`nft1000 collections TEXT` searches them"):
+        parse_target("NoSuchCollection", registry)
+
+
+def test_registries_in_settings_shadow_the_built_in_one(demo_registry: Path) -> None:
+    settings = load_settings({"NFT1000_REGISTRIES": str(demo_registry)})
+    registry = load_registry(registry_files(settings.registries))
+    assert parse_target("Moonbirds", registry).address == LOCAL
+    assert parse_target("Azuki", registry).address == AZUKI_MAINNET  # the rest still there
+    assert load_registry(registry_files(()))["moonbirds"] == ("Moonbirds", MOONBIRDS_MAINNET)
+    rules = load_split_rules(settings.partitioning, settings.registries)
+    assert split_for("Moonbirds", rules) == "train"  # the published split, by name
+
+
+def test_collections_command_searches_every_registry(
+    demo_registry: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("NFT1000_REGISTRIES", str(demo_registry))
+    home = ["--home", str(tmp_path / "no-stack")]  # no local stack: the shell's settings only
+    assert main(["collections", "MOONBIRDS", "--limit", "4", *home]) == 0
+    assert capsys.readouterr().out == (
+        "name                address                                     supply  split  registry\n"
+        "AIMoonbirds         0x64b6b4142d4d78e49d53430c1d3939f2317f9085  10000   train  built-in\n"
+        f"Moonbirds           {LOCAL}  100     train  {demo_registry}\n"
+        f"Moonbirds           {MOONBIRDS_MAINNET}  10000   train  built-in (shadowed)\n"
+        "Moonbirds Oddities  0x1792a96e5668ad7c167ab804a100ce42395ce54d  10000   train  built-in\n"
+        "6 of 1001 collections matching 'MOONBIRDS' (train 6)\n"
+        "showing the first 4: search for more, or --limit 0 for all\n"
+        "(shadowed): an earlier registry knows this name, so that one is used\n"
+    )
+    assert main(["collections", "--split", "validation", "--limit", "0", *home]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "50 of 1001 collections in validation (validation 50)"
+    )
+    assert main(["collections", "no such collection", *home]) == 1
+    assert "no collection matching 'no such collection'" in capsys.readouterr().err
 
 
 def test_shards_are_aligned_blocks_clipped_to_the_ids() -> None:

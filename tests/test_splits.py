@@ -1,4 +1,5 @@
-"""Splits by collection (real NFT1000 files) and the seeded mini subset (DuckDB)."""
+"""Splits by collection (the built-in NFT1000 registry and its generator) and the seeded
+mini subset (DuckDB)."""
 
 from __future__ import annotations
 
@@ -13,43 +14,51 @@ from typing import Any
 import duckdb
 import pytest
 
+from infra.build_registry import SOURCE, build, main, render
+from tasks.chain import ADDRESS
+from tasks.registry import BUILTIN_REGISTRY, load_registry
 from tasks.splits import (
     Partitioning,
     build_splits,
     hashed_split,
     load_partitioning,
+    load_split_rules,
     register_collection_splits,
+    registry_partitioning,
     split_for,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/nft1000"
-PARTITIONING = DATA / "partitioning.json"
-REGISTRY = DATA / "collections.json"
-LISTS = {"training_list": "train", "validation_list": "validation", "test_list": "test"}
+SHIPPED = BUILTIN_REGISTRY.read_text()
+COLLECTIONS: dict[str, dict[str, Any]] = json.loads(SHIPPED)["collections"]
 HUGE = 2**256 - 1  # the largest uint256 token id, 78 decimal digits
 
 
 @pytest.fixture(scope="module")
 def nft1000() -> Partitioning:
-    return load_partitioning(PARTITIONING, REGISTRY)
+    return load_split_rules(None, ())  # no settings: the built-in registry's split
 
 
-def test_real_files_give_the_published_collection_counts(nft1000: Partitioning) -> None:
+def test_built_in_registry_gives_the_published_collection_counts(nft1000: Partitioning) -> None:
     # 801 training names - 1 duplicate = 800 (BanaCat included); Etherbananas -> Etherbanullas.
+    assert len(COLLECTIONS) == 1000
     assert Counter(nft1000.splits.values()) == {"train": 800, "validation": 50, "test": 150}
-    registry = json.loads(REGISTRY.read_text())["collections"]
-    assert set(nft1000.splits) == set(registry)
+    assert set(nft1000.splits) == set(COLLECTIONS)
+    assert SHIPPED.count('"UninterestedUnicorns"') == 1
+    assert nft1000.splits["Etherbanullas"] == nft1000.splits["BanaCat"] == "train"
 
 
-def test_published_pair_counts_match_the_list_without_banacat(nft1000: Partitioning) -> None:
-    registry = json.loads(REGISTRY.read_text())["collections"]
-    pairs, mini = Counter[str](), Counter[str]()
-    for name, split in nft1000.splits.items():
-        if name != "BanaCat":
-            pairs[split] += registry[name]["actual_collected_quantity"]
-            mini[split] += min(registry[name]["actual_collected_quantity"], 1000)
-    assert pairs == {"train": 6_178_249, "validation": 383_916, "test": 1_000_838}
-    assert mini == {"train": 792_860, "validation": 49_738, "test": 147_615}
+def test_built_in_registry_holds_facts_only() -> None:
+    document = json.loads(SHIPPED)
+    assert set(document) == {"source", "notes", "aliases", "collections"}
+    assert document["aliases"] == {"etherbananas": "Etherbanullas"}
+    for name, entry in COLLECTIONS.items():
+        assert set(entry) == {"contract_address", "total_supply", "split"}, name
+        assert ADDRESS.fullmatch(entry["contract_address"]), name
+        assert entry["contract_address"] == entry["contract_address"].lower(), name
+        assert type(entry["total_supply"]) is int and entry["total_supply"] >= 0, name
+        assert entry["split"] in {"train", "validation", "test"}, name
+    assert render(document) == SHIPPED  # the generator's own output: sorted, one line each
+    assert SHIPPED.isascii() and len(SHIPPED.splitlines()) == 1000 + 12
 
 
 def test_each_quirk_has_one_note(nft1000: Partitioning) -> None:
@@ -59,20 +68,18 @@ def test_each_quirk_has_one_note(nft1000: Partitioning) -> None:
     assert "'Etherbananas' is not in the registry; mapped to its spelling there" in notes
     assert "'BanaCat' (9,710 pairs) is not in the published train" in notes
     assert "total 1001 but lists 1000 collections" in notes
-    assert load_partitioning(PARTITIONING, REGISTRY) == nft1000  # deterministic
+    assert load_split_rules(None, ()) == nft1000  # deterministic
 
 
-def test_every_listed_name_keeps_its_split(nft1000: Partitioning) -> None:
-    lists = json.loads(PARTITIONING.read_text())
-    for list_name, split in LISTS.items():
-        for name in lists[list_name]:
-            assert split_for(name, nft1000) == split, name
-    assert nft1000.splits["Etherbanullas"] == "train"
+def test_every_collection_keeps_its_split(nft1000: Partitioning) -> None:
+    for name, entry in COLLECTIONS.items():
+        assert split_for(name, nft1000) == entry["split"], name
+        assert split_for(entry["contract_address"], nft1000) == entry["split"], name
+    assert split_for("Etherbananas", nft1000) == "train"  # the split file's spelling
 
 
 def test_nft1000_collections_are_found_by_address_and_spelling(nft1000: Partitioning) -> None:
-    registry = json.loads(REGISTRY.read_text())["collections"]
-    illogics = registry["illogics"]["contract_address"]
+    illogics = COLLECTIONS["illogics"]["contract_address"]
     assert split_for(illogics.upper().replace("0X", "0x"), nft1000) == "validation"
     assert split_for("ILLOGICS", nft1000) == "validation"
     assert split_for("Cool  cats", nft1000) == "train"
@@ -105,6 +112,105 @@ def test_hashed_split_is_the_same_in_another_process() -> None:
         cwd=Path(__file__).resolve().parents[1],
     ).stdout
     assert json.loads(out) == [hashed_split(n) for n in names]
+
+
+# --- the generator of the built-in registry ----------------------------------------------
+
+UPSTREAM = {
+    "total": 6,
+    "last_update": "2024-01-01 00:00:00",
+    "collections": {
+        "Zeta Cats": {
+            "project_name": "Zeta Cats",
+            "contract_address": "0x" + "0" * 38 + "AA",
+            "total_supply": 10,
+            "actual_collected_quantity": 9,
+            "description": "secret words",
+            "official_url": "https://zeta.example",
+            "checksum_sha256": "deadbeef",
+        },
+        "Etherbanullas": {"contract_address": "0x" + "0" * 38 + "bb", "total_supply": 750},
+        "BanaCat": {
+            "contract_address": "0x" + "0" * 38 + "cc",
+            "total_supply": 5,
+            "actual_collected_quantity": 5,
+        },
+        "CoolCats": {"contract_address": "0x" + "0" * 38 + "dd", "total_supply": 3},
+        "Lonely": {"contract_address": "0x" + "0" * 38 + "ee", "total_supply": 1},
+    },
+}
+UPSTREAM_LISTS = {
+    "training_list": ["Zeta Cats", "Etherbananas", "Zeta Cats", "BanaCat"],
+    "validation_list": ["cool cats"],
+    "test_list": [],
+}
+GENERATED = (
+    "{\n"
+    f'  "source": {json.dumps(SOURCE)},\n'
+    '  "notes": [\n'
+    '    "registry header says total 6 but lists 5 collections; the listed ones are used",\n'
+    "    \"training_list: 'Etherbananas' is not in the registry; mapped to its spelling there, "
+    "'Etherbanullas'\",\n"
+    "    \"training_list: 'Zeta Cats' is listed twice; the duplicate was dropped\",\n"
+    "    \"training_list: 'BanaCat' (5 pairs) is not in the published train 800 collections / "
+    '6,178,249 pairs; kept in train as listed",\n'
+    "    \"validation_list: 'cool cats' matched registry name 'CoolCats' ignoring case and "
+    'spaces",\n'
+    "    \"registry name 'Lonely' is in no split; it gets a hashed split\"\n"
+    "  ],\n"
+    '  "aliases": {"etherbananas": "Etherbanullas"},\n'
+    '  "collections": {\n'
+    '    "BanaCat": {"contract_address": "0x00000000000000000000000000000000000000cc", '
+    '"total_supply": 5, "split": "train"},\n'
+    '    "CoolCats": {"contract_address": "0x00000000000000000000000000000000000000dd", '
+    '"total_supply": 3, "split": "validation"},\n'
+    '    "Etherbanullas": {"contract_address": "0x00000000000000000000000000000000000000bb", '
+    '"total_supply": 750, "split": "train"},\n'
+    '    "Lonely": {"contract_address": "0x00000000000000000000000000000000000000ee", '
+    '"total_supply": 1, "split": null},\n'
+    '    "Zeta Cats": {"contract_address": "0x00000000000000000000000000000000000000aa", '
+    '"total_supply": 10, "split": "train"}\n'
+    "  }\n"
+    "}\n"
+)
+
+
+def test_generator_keeps_facts_and_resolves_quirks_as_load_partitioning(tmp_path: Path) -> None:
+    reg, part, out = tmp_path / "collections.json", tmp_path / "partitioning.json", tmp_path / "o"
+    reg.write_text(json.dumps(UPSTREAM))
+    part.write_text(json.dumps(UPSTREAM_LISTS))
+    assert main([str(reg), str(part), "--output", str(out)]) == 0
+    assert out.read_text() == GENERATED
+    assert render(build(reg, part)) == GENERATED  # the same again
+    # Read back, it is the split nft1000/tables made of the two files, and a registry.
+    assert registry_partitioning(out) == load_partitioning(part, reg)
+    assert load_registry([out])["zeta cats"] == ("Zeta Cats", "0x" + "0" * 38 + "aa")
+
+
+def test_generator_refuses_entries_without_facts(tmp_path: Path) -> None:
+    reg, part = tmp_path / "collections.json", tmp_path / "partitioning.json"
+    part.write_text(json.dumps({"training_list": ["A"], "validation_list": [], "test_list": []}))
+    for entry, error in [
+        ({"contract_address": "0x12", "total_supply": 1}, "not a 0x address"),
+        ({"contract_address": "0x" + "1" * 40}, "total_supply None"),
+    ]:
+        reg.write_text(json.dumps({"collections": {"A": entry}}))
+        with pytest.raises(ValueError, match=error):
+            build(reg, part)
+
+
+def test_another_partitioning_file_overrides_the_built_in_split(tmp_path: Path) -> None:
+    """NFT1000_PARTITIONING, its names resolved through the built-in registry."""
+    part = tmp_path / "partitioning.json"
+    lists = {"training_list": ["azuki"], "validation_list": ["Moonbirds"], "test_list": []}
+    part.write_text(json.dumps(lists))
+    rules = load_split_rules(part, ())
+    assert split_for("Azuki", rules) == "train" and split_for("Moonbirds", rules) == "validation"
+    assert split_for("0bits", rules) == hashed_split("0bits")  # in no split of this file
+    assert (
+        rules.notes[0]
+        == "training_list: 'azuki' matched registry name 'Azuki' ignoring case and spaces"
+    )
 
 
 def _write(tmp: Path, lists: dict[str, list[str]], names: list[str]) -> tuple[Path, Path]:

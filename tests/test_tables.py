@@ -22,11 +22,12 @@ from typing import Any
 import duckdb
 import pytest
 
+from infra.stack import LOOT_ARCHIVE, MOONBIRDS_ARCHIVE
 from tasks import duck, masking
 from tasks.export_items import export_items
 from tasks.folders import LocalFolder
 from tasks.manifest import ManifestRow
-from tasks.splits import Partitioning, load_partitioning, split_for
+from tasks.splits import Partitioning, load_split_rules, split_for
 from tasks.token_table import TokenRecord, token_record, write_parquet
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # open_clip must never reach for the network
@@ -35,7 +36,6 @@ from open_clip.tokenizer import SimpleTokenizer
 
 from tasks.tables import TablesResult, build_tables
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data"
 MOONBIRDS = "0x23581767a106ae21c074b2276d25e5c3e136a68b"
 LOOT = "0xff9c1b15b16263c61d017ee9f65c50e4ae0113d7"
 LOOT_NAME = "Loot (for Adventurers)"
@@ -57,7 +57,7 @@ Count = Callable[[str], int]
 def moonbirds() -> dict[int, bytes]:
     """Metadata bytes of the first BIRDS Moonbirds, as the collection served them."""
     found: dict[int, bytes] = {}
-    with tarfile.open(DATA / "moonbirds.tar.gz", "r:gz") as tar:
+    with tarfile.open(MOONBIRDS_ARCHIVE, "r:gz") as tar:
         for member in tar:
             match = _MEMBER.fullmatch(member.name)
             if match and int(match[1]) < BIRDS:
@@ -72,7 +72,7 @@ def moonbirds() -> dict[int, bytes]:
 def loot() -> dict[int, bytes]:
     """Metadata bytes of the first BAGS Loot bags, decoded from their on-chain data: URIs."""
     found: dict[int, bytes] = {}
-    with tarfile.open(DATA / "loot.tar.gz", "r:gz") as tar:
+    with tarfile.open(LOOT_ARCHIVE, "r:gz") as tar:
         lines = tar.extractfile("loot/tokenURI.jsonl")
         assert lines is not None
         while len(found) < BAGS:
@@ -83,8 +83,7 @@ def loot() -> dict[int, bytes]:
 
 @pytest.fixture(scope="module")
 def partitioning() -> Partitioning:
-    nft1000 = DATA / "nft1000"
-    return load_partitioning(nft1000 / "partitioning.json", nft1000 / "collections.json")
+    return load_split_rules(None, ())  # NFT1000's split, from the built-in registry
 
 
 @pytest.fixture(scope="module")

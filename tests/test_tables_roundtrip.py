@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import pytest
 import torch
-from _stack import DATA, Services, data_uri_bytes, read_moonbirds
+from _stack import Services, data_uri_bytes, read_moonbirds
 
 from infra import sql_shell
 from tasks.content import inspect_image
@@ -33,7 +33,7 @@ from tasks.manifest import ManifestRow, to_parquet
 from tasks.retrieval import result_rows, summarise, upsert_results
 from tasks.settings import Settings
 from tasks.shard import BLOCK, ShardSpec, manifest_key
-from tasks.splits import Partitioning, load_partitioning
+from tasks.splits import Partitioning, load_split_rules
 from tasks.store import ObjectStore
 from tasks.tables import build_tables
 from tasks.token_table import BlockResult, build_block, manifest_keys, tokens_key
@@ -71,8 +71,7 @@ def loot(services: Services) -> Tokens:
 
 @pytest.fixture(scope="module")
 def partitioning() -> Partitioning:
-    nft1000 = DATA / "nft1000"
-    return load_partitioning(nft1000 / "partitioning.json", nft1000 / "collections.json")
+    return load_split_rules(None, ())  # NFT1000's split, from the built-in registry
 
 
 def store_manifest(store: ObjectStore, collection: str, contract: str, tokens: Tokens) -> str:
