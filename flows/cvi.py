@@ -35,6 +35,7 @@ from tasks.cvi import CviRow, correlations, cvi_results
 from tasks.duck import connect, quote, s3_url, tables_root
 from tasks.embedding_files import read_files
 from tasks.embeddings import embed_split
+from tasks.export_items import HOLDOUT
 from tasks.folders import open_folder
 from tasks.plots import CviPoint, cvi_bars, cvi_scatter
 from tasks.retrieval import within_top1
@@ -44,7 +45,8 @@ from tasks.store import presigned_link
 from tasks.train import resolve_device
 
 SETTINGS = load_settings()
-SPLITS = ("train", "test")
+# The token-level holdout (nft1000/export holdout=N) is measured like a test split.
+SPLITS = ("train", "test", HOLDOUT)
 
 
 @flow(name="nft1000", task_runner=task_runner(SETTINGS), log_prints=True)

@@ -27,6 +27,7 @@ from flows.runner import artifact_key, task_runner
 from tasks.clip_model import load_clip
 from tasks.duck import connect, quote, s3_url, tables_root
 from tasks.embed import embed_shards
+from tasks.export_items import HOLDOUT
 from tasks.folders import open_folder
 from tasks.plots import topk_plot
 from tasks.retrieval import ALL, KS, POOLS, evaluate, result_rows, upsert_results
@@ -50,7 +51,9 @@ def evaluate_model(
     workers: int = 4,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on ``data`` (default: the webdataset export's test split).
+    """Evaluate ``model`` on ``data`` (default: the webdataset export's test split, else
+    its token-level ``holdout`` split where no collection is a test collection, as in
+    the demo).
 
     ``model``: "latest" (the last finished nft1000/finetune run), a run name under
     ``models/``, "pretrained" (the settings' model with its pretrained weights,
@@ -60,12 +63,12 @@ def evaluate_model(
     logger = get_run_logger()
     settings = SETTINGS
     arch, weights, label = resolve_model(model, architecture, settings)
-    test_url = s3_url(settings, "exports", "webdataset", "test")
-    if data is None and not open_folder(test_url, settings).exists(SIZES):
-        # No collection of the dataset is in the test split (the demo's two are not).
-        logger.warning("no test split exported at %s: nothing to evaluate", test_url)
-        return {"model": label, "data": test_url, "skipped": True}
-    shards = open_shards(data or test_url, settings)
+    if data is None:
+        data = _held_out_split(settings)
+        if data is None:
+            logger.warning("no test or holdout split exported: nothing to evaluate")
+            return {"model": label, "data": None, "skipped": True}
+    shards = open_shards(data, settings)
     result_id = hashlib.sha256(f"{label}\n{shards.url}".encode()).hexdigest()[:16]
     results_url = f"{tables_root(settings)}/retrieval_results/{result_id}.parquet"
     tables = open_folder(tables_root(settings), settings)
@@ -122,6 +125,15 @@ def evaluate_model(
         "accuracy": summary,
         "skipped": False,
     }
+
+
+def _held_out_split(settings: Settings) -> str | None:
+    """The export's test split, else its holdout split; None when it has neither."""
+    for split in ("test", HOLDOUT):
+        url = s3_url(settings, "exports", "webdataset", split)
+        if open_folder(url, settings).exists(SIZES):
+            return url
+    return None
 
 
 def resolve_model(model: str, architecture: str | None, settings: Settings) -> tuple[str, str, str]:

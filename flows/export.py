@@ -18,7 +18,7 @@ from prefect.futures import PrefectFuture
 
 from flows.runner import task_runner
 from tasks.duck import connect, join, s3_url, tables_root
-from tasks.export_items import SPLITS, ExportItem, export_items
+from tasks.export_items import HOLDOUT, SPLITS, ExportItem, export_items
 from tasks.folders import open_folder
 from tasks.layout_export import LayoutExportResult, export_batch, write_dashboard
 from tasks.settings import Settings, load_settings
@@ -64,18 +64,28 @@ def export(
     shortest_side: int = 256,
     image_format: Literal["png", "jpg"] = "png",
     seed: int | None = None,
+    holdout: int = 0,
 ) -> dict[str, Any]:
-    """Export the tables' tokens (images with their preferred caption and prompt)."""
+    """Export the tables' tokens (images with their preferred caption and prompt).
+
+    ``holdout``: per collection, this many train-split tokens (a seeded draw) are
+    exported as split ``holdout`` instead, to evaluate on tokens never trained on
+    where every collection is a training collection (the demo).
+    """
     settings = SETTINGS
     target = destination or s3_url(settings, "exports", format)
     chosen = list(splits or SPLITS)
+    if holdout and HOLDOUT not in chosen:
+        chosen.append(HOLDOUT)
     seed = settings.seed if seed is None else seed
     con = connect(settings)
     try:
         if format == "webdataset":
             options = ShardOptions(shortest_side=shortest_side, image_format=image_format)
-            return _webdataset(con, target, chosen, mini_only, samples_per_shard, seed, options)
-        return _layout(con, target, chosen, mini_only)
+            return _webdataset(
+                con, target, chosen, mini_only, samples_per_shard, seed, holdout, options
+            )
+        return _layout(con, target, chosen, mini_only, seed, holdout)
     finally:
         con.close()
 
@@ -87,6 +97,7 @@ def _webdataset(
     mini_only: bool,
     samples_per_shard: int,
     seed: int,
+    holdout: int,
     options: ShardOptions,
 ) -> dict[str, Any]:
     settings = SETTINGS
@@ -99,6 +110,7 @@ def _webdataset(
             mini_only=mini_only,
             shuffled=True,
             seed=seed,
+            holdout=holdout,
         )
         futures += [
             export_shard.submit(plan, target, settings, options)
@@ -121,9 +133,13 @@ def _webdataset(
     return index
 
 
-def _layout(con: Any, target: str, splits: list[str], mini_only: bool) -> dict[str, Any]:
+def _layout(
+    con: Any, target: str, splits: list[str], mini_only: bool, seed: int, holdout: int
+) -> dict[str, Any]:
     settings = SETTINGS
-    items = export_items(con, tables_root(settings), splits=splits, mini_only=mini_only)
+    items = export_items(
+        con, tables_root(settings), splits=splits, mini_only=mini_only, seed=seed, holdout=holdout
+    )
     folders: dict[str, str] = {}
     futures: list[PrefectFuture[LayoutExportResult]] = []
     for batch in _blocks(items):

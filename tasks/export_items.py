@@ -58,6 +58,9 @@ def safe_names(collections: list[tuple[str, str]]) -> dict[tuple[str, str], str]
 
 
 SPLITS = ("train", "validation", "test")
+# Where every collection is a training collection (the demo), a token-level held-out
+# set: ``holdout`` tokens per collection drawn out of its train split.
+HOLDOUT = "holdout"
 
 
 def export_items(
@@ -68,12 +71,19 @@ def export_items(
     mini_only: bool = False,
     shuffled: bool = False,
     seed: int = 0,
+    holdout: int = 0,
     batch: int = 10_000,
 ) -> Iterator[ExportItem]:
-    """Stream the items of an export from the tables under ``tables`` (S3 URL or folder)."""
-    unknown = set(splits) - set(SPLITS)
+    """Stream the items of an export from the tables under ``tables`` (S3 URL or folder).
+
+    ``holdout`` tokens of each collection's train split (a seeded draw) come as split
+    ``holdout`` instead: ask for that split to get them.
+    """
+    unknown = set(splits) - {*SPLITS, HOLDOUT}
     if unknown:
-        raise ValueError(f"unknown splits {sorted(unknown)}: use {', '.join(SPLITS)}")
+        raise ValueError(f"unknown splits {sorted(unknown)}: use {', '.join((*SPLITS, HOLDOUT))}")
+    if holdout < 0:
+        raise ValueError(f"holdout must be >= 0, not {holdout}")
     try:
         pairs = con.execute(
             "SELECT DISTINCT collection, contract FROM read_parquet(? || '/tokens/*/*.parquet')",
@@ -88,6 +98,7 @@ def export_items(
         "mini_only": mini_only,
         "shuffled": shuffled,
         "seed": str(seed),
+        "holdout": holdout,
     }.items():
         con.execute(f"SET VARIABLE {name} = ?", [value])
     cursor = con.execute(sql_text("export_items"))

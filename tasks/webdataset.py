@@ -93,6 +93,8 @@ class ShardResult:
     samples: int
     failures: tuple[Failure, ...]
     skipped: bool = False  # True when an earlier run had already written it
+    # Samples written per collection name: what a summary shows per collection.
+    by_collection: tuple[tuple[str, int], ...] = ()
 
 
 def shard_name(split: str, index: int) -> str:
@@ -164,14 +166,18 @@ def write_shard(
         else:
             members.extend(sample)
     samples = len(plan.items) - len(failures)
+    failed = Counter(f.collection for f in failures)
+    written = Counter(item.collection for item in plan.items) - failed
+    by_collection = tuple(sorted(written.items()))
     folder.put(plan.name, _tar(members))
     done = {
         "plan": digest,
         "samples": samples,
         "failures": [dataclasses.asdict(f) for f in failures],
+        "by_collection": [list(pair) for pair in by_collection],
     }
     folder.put(_done_path(plan), _json_bytes(done))  # last: marks the tar complete
-    return ShardResult(plan.split, plan.name, samples, tuple(failures))
+    return ShardResult(plan.split, plan.name, samples, tuple(failures), False, by_collection)
 
 
 def write_index(
@@ -199,9 +205,13 @@ def write_index(
         sizes = {name: r.samples for name, r in zip(names, found, strict=True)}
         folder.put(f"{split}/{_SIZES}", _json_bytes(sizes))
         kinds = Counter(f.kind for r in found for f in r.failures)
+        by_collection: Counter[str] = Counter()
+        for r in found:
+            by_collection.update(dict(r.by_collection))
         splits[split] = {
             "shards": [r.name for r in found],
             "samples": sum(r.samples for r in found),
+            "samples_by_collection": dict(sorted(by_collection.items())),
             "failed": sum(kinds.values()),
             "failures_by_kind": dict(sorted(kinds.items())),
             "train_data": f"{folder.url}/{_brace(split, len(found))}",
@@ -222,10 +232,11 @@ def _finished(folder: Folder, plan: ShardPlan, digest: str) -> ShardResult | Non
     if not (folder.exists(plan.name) and folder.exists(done_path)):
         return None
     done = json.loads(folder.get(done_path))
-    if done.get("plan") != digest:
+    if done.get("plan") != digest or "by_collection" not in done:
         return None
     failures = tuple(Failure(**f) for f in done["failures"])
-    return ShardResult(plan.split, plan.name, done["samples"], failures, skipped=True)
+    by_collection = tuple((str(name), int(n)) for name, n in done["by_collection"])
+    return ShardResult(plan.split, plan.name, done["samples"], failures, True, by_collection)
 
 
 def _samples(
@@ -251,7 +262,7 @@ def _sample(
     try:
         if data is None:
             raise ItemError("unexpected", f"image blob {item.image_key} is not in the store")
-        image = images.decode(data, item.image_mime)
+        image = images.decode(data, item.image_mime, svg_shortest_side=options.shortest_side)
         width, height = image.size
         if max(width, height) / min(width, height) > MAX_ASPECT:
             raise ItemError("bad_image", f"aspect ratio of {width}x{height} is out of range")

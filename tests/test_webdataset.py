@@ -8,6 +8,7 @@ import itertools
 import json
 import re
 import tarfile
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -218,10 +219,12 @@ def test_export_shards_locally(items: list[ExportItem], settings: Settings, tmp_
     assert list(by_shard.values()) == expected_counts
     assert json.loads((out / "train" / "sizes.json").read_bytes()) == by_shard
 
+    written = Counter(i.collection for i in items if i.token_id not in bad_ids)
     assert index["splits"] == {
         "train": {
             "shards": [r.name for r in results],
             "samples": 34,
+            "samples_by_collection": dict(sorted(written.items())),
             "failed": 3,
             "failures_by_kind": {"bad_image": 2, "unexpected": 1},
             "train_data": f"{out}/train/shard-{{000000..000002}}.tar",
