@@ -553,6 +553,54 @@ def test_exports_carry_the_traits_the_masking_draw_rebuilds_captions_from(
             assert item.traits == ()
 
 
+def test_a_holdout_takes_a_seeded_draw_of_each_train_collection(
+    tmp_path: Path, partitioning: Partitioning
+) -> None:
+    """holdout=N exports N tokens of every train-split collection as split 'holdout': the
+    same tokens for the same seed, other ones for another seed; other splits untouched."""
+    trained, tested = "0x" + "a" * 40, "0x" + "b" * 40
+    assert (split_for("Moonbirds", partitioning), split_for("0xAzuki", partitioning)) == (
+        "train",
+        "test",
+    )
+    blocks = {
+        "moonbirds": [_record("Moonbirds", trained, i, _hat(str(i % 7))) for i in range(60)],
+        "azuki": [_record("0xAzuki", tested, i, _hat(str(i % 5))) for i in range(20)],
+    }
+    tables = tmp_path / "tables"
+    _write_tokens(tables / "tokens" / "all", blocks)
+    _build(str(tables / "tokens" / "*" / "*.parquet"), tables, partitioning)
+
+    def split_ids(holdout: int, seed: int) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        splits = ["train", "test", "holdout"]
+        for item in export_items(
+            duck.connect(), str(tables), splits=splits, holdout=holdout, seed=seed
+        ):
+            found.setdefault(f"{item.split} {item.collection}", set()).add(item.token_id)
+        return found
+
+    none = split_ids(0, 3)
+    assert {k: len(v) for k, v in none.items()} == {"train Moonbirds": 60, "test 0xAzuki": 20}
+    held = split_ids(10, 3)
+    assert {k: len(v) for k, v in held.items()} == {
+        "train Moonbirds": 50,
+        "holdout Moonbirds": 10,
+        "test 0xAzuki": 20,
+    }
+    assert held["holdout Moonbirds"] | held["train Moonbirds"] == none["train Moonbirds"]
+    assert split_ids(10, 3) == held
+    assert split_ids(10, 4)["holdout Moonbirds"] != held["holdout Moonbirds"]
+    assert split_ids(1000, 3) == {
+        "holdout Moonbirds": none["train Moonbirds"],
+        **{"test 0xAzuki": none["test 0xAzuki"]},
+    }
+    train_only = export_items(duck.connect(), str(tables), splits=["train"], holdout=10, seed=3)
+    assert {i.token_id for i in train_only} == held["train Moonbirds"]
+    with pytest.raises(ValueError, match="holdout must be >= 0"):
+        next(export_items(duck.connect(), str(tables), holdout=-1))
+
+
 # Edge cases.
 
 EDGE = "0x" + "e" * 40
