@@ -29,10 +29,15 @@ MAX_SVG_BYTES = 8 * 1024 * 1024
 _EXTERNAL_HREF = re.compile(rb"""href\s*=\s*["']\s*(?!#|data:)""", re.IGNORECASE)
 
 
-def decode(data: bytes, mime: str) -> Image.Image:
-    """The image as RGB or RGBA pixels (first frame of animations)."""
+def decode(data: bytes, mime: str, svg_shortest_side: int | None = None) -> Image.Image:
+    """The image as RGB or RGBA pixels (first frame of animations).
+
+    An SVG is rasterised with its longer side SVG_SIZE pixels, or, given
+    ``svg_shortest_side``, straight at the size a resize would make of it: a vector
+    needs no larger raster, and rendering one costs its pixel count.
+    """
     if mime == SVG_MIME:
-        return _open_raster(_rasterise_svg(data, SVG_SIZE))
+        return _open_raster(_rasterise_svg(data, SVG_SIZE, svg_shortest_side))
     return _open_raster(data)
 
 
@@ -91,8 +96,9 @@ def _has_alpha(frame: Image.Image) -> bool:
     return frame.mode in ("RGBA", "LA", "PA") or "transparency" in frame.info
 
 
-def _rasterise_svg(data: bytes, size: int) -> bytes:
-    """PNG bytes of an SVG whose longer side is ``size`` pixels."""
+def _rasterise_svg(data: bytes, size: int, shortest: int | None = None) -> bytes:
+    """PNG bytes of an SVG whose longer side is ``size`` pixels (or shorter side
+    ``shortest`` pixels, when given)."""
     if len(data) > MAX_SVG_BYTES:
         raise ItemError("bad_image", f"SVG is over {MAX_SVG_BYTES} bytes")
     if _EXTERNAL_HREF.search(data):
@@ -109,9 +115,15 @@ def _rasterise_svg(data: bytes, size: int) -> bytes:
     aspect = w / h
     if not 1 / MAX_SVG_ASPECT <= aspect <= MAX_SVG_ASPECT:
         raise ItemError("bad_image", f"SVG aspect ratio {aspect:.3g} is out of range")
+    if shortest is not None:
+        size = round(shortest * max(aspect, 1 / aspect))
     if aspect >= 1:
-        return _render(text, width=size, height=max(1, round(size / aspect)))
-    return _render(text, width=max(1, round(size * aspect)), height=size)
+        target = (size, max(1, round(size / aspect)))
+    else:
+        target = (max(1, round(size * aspect)), size)
+    if target == (w, h):  # the thumbnail is already what was asked for
+        return probe
+    return _render(text, width=target[0], height=target[1])
 
 
 def _render(text: str, width: int, height: int | None) -> bytes:
