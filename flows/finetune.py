@@ -39,8 +39,6 @@ from tasks.train import Mode, Precision, TrainConfig, TrainResult, planned_steps
 from tasks.trait_masks import MaskReport, build_masks, load_masks, report_path
 
 SETTINGS = load_settings()
-# The authors' learning rates (METHOD.md section 4), for fine-tuning pretrained weights.
-DEFAULT_LR = {"dynamic-mask": 3e-5, "plain": 5e-6}
 
 
 @task(name="trait-masks", retries=1, retry_delay_seconds=10, task_run_name="{items[0].folder}")
@@ -55,14 +53,14 @@ def finetune(
     architecture: str | None = None,
     pretrained: str | None = None,
     train_data: str | None = None,
-    mode: Mode = "dynamic-mask",
+    mode: Mode | None = None,
     mask_probability: float = 0.5,
     lr: float | None = None,
-    epochs: int = 1,
-    batch_size: int = 256,
-    precision: Precision = "bf16",
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    precision: Precision | None = None,
     compile: bool = False,
-    warmup_steps: int = 100,
+    warmup_steps: int | None = None,
     workers: int = 4,
     name: str | None = None,
     seed: int | None = None,
@@ -72,17 +70,21 @@ def finetune(
 
     ``architecture``/``pretrained`` default to the settings' model (NFT1000_MODEL,
     NFT1000_PRETRAINED); ``pretrained`` is an open_clip tag, a checkpoint file
-    (local or s3://) or "" for random weights. ``lr`` defaults to the authors' rate
-    for the mode. ``name`` names the run folder (default: architecture and mode).
+    (local or s3://) or "" for random weights. ``mode``, ``lr``, ``epochs``,
+    ``batch_size``, ``precision`` and ``warmup_steps`` left out come from the
+    model's measured defaults where its config has them (the tiny CLIP's
+    ``training.json``), else dynamic masking, 1 epoch, batch 256, bf16, 100 warm-up
+    steps and the authors' rate for the mode. ``name`` names the run folder
+    (default: architecture and mode).
     """
     logger = get_run_logger()
     settings = SETTINGS
-    config = TrainConfig(
-        architecture=architecture or settings.model,
-        pretrained=settings.pretrained if pretrained is None else pretrained,
+    config = TrainConfig.resolve(
+        architecture or settings.model,
+        settings.pretrained if pretrained is None else pretrained,
         mode=mode,
         mask_probability=mask_probability,
-        lr=DEFAULT_LR[mode] if lr is None else lr,
+        lr=lr,
         epochs=epochs,
         batch_size=batch_size,
         precision=precision,
@@ -93,7 +95,7 @@ def finetune(
     )
     shards = open_shards(train_data or s3_url(settings, "exports", "webdataset", "train"), settings)
     masks: dict[str, Any] = {}
-    if mode == "dynamic-mask":
+    if config.mode == "dynamic-mask":
         reports = _ensure_masks(settings, rebuild_masks)
         if reports:
             _mask_artifact(reports)

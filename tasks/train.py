@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from tasks.clip_model import load_clip
 from tasks.folders import Folder
 from tasks.masks import Key, Mask
+from tasks.model_configs import training_defaults
 from tasks.settings import Settings
 from tasks.shard_batches import ShardBatches, plan_epoch
 from tasks.shard_reader import ShardSet
@@ -43,6 +44,8 @@ Precision = Literal["fp32", "bf16", "amp"]
 MODES: tuple[str, ...] = ("plain", "dynamic-mask")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "amp")
 CHECKPOINT, MODEL, DONE, LOG = "checkpoint.pt", "model.pt", "done.json", "log.jsonl"
+# The authors' learning rates (METHOD.md section 4), for fine-tuning pretrained weights.
+AUTHORS_LR: dict[str, float] = {"dynamic-mask": 3e-5, "plain": 5e-6}
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,19 @@ class TrainConfig:
             raise ValueError(f"mask_probability must be in [0, 1], got {self.mask_probability}")
         if self.batch_size < 2 or self.epochs < 1 or self.lr <= 0 or self.workers < 0:
             raise ValueError("batch_size >= 2, epochs >= 1, lr > 0 and workers >= 0 please")
+
+    @classmethod
+    def resolve(cls, architecture: str, pretrained: str, **given: Any) -> TrainConfig:
+        """The config a run gets: what it was given (None: not given), else the model's
+        measured training defaults (tasks.model_configs), else ours; the learning rate
+        then defaults to the authors' rate for the mode."""
+        chosen = {
+            **training_defaults(architecture),
+            **{k: v for k, v in given.items() if v is not None},
+        }
+        mode = chosen.get("mode", cls.mode)
+        chosen.setdefault("lr", AUTHORS_LR[mode])
+        return cls(architecture=architecture, pretrained=pretrained, **chosen)
 
     def run_id(self, data: ShardSet) -> str:
         doc = {"config": asdict(self), "data": data.url, "sizes": data.sizes}

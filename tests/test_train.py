@@ -16,7 +16,7 @@ from tasks.clip_model import load_clip
 from tasks.folders import open_folder
 from tasks.masking import FILL, caption
 from tasks.masks import Key, Mask
-from tasks.model_configs import TINY_ARCHITECTURE
+from tasks.model_configs import TINY_ARCHITECTURE, training_defaults
 from tasks.settings import Settings
 from tasks.shard_batches import ShardBatches
 from tasks.shard_reader import ShardSet, open_shards, read_shard
@@ -208,3 +208,31 @@ def test_a_config_for_other_data_is_another_run(shards: ShardSet) -> None:
     assert config.run_id(shards) != _config(mode="plain").run_id(shards)
     with pytest.raises(ValueError, match="mode"):
         _config(mode="masked")
+
+
+def test_a_run_takes_what_it_is_given_then_the_models_measured_defaults(tmp_path: Path) -> None:
+    tiny = training_defaults(TINY_ARCHITECTURE)
+    assert tiny["mode"] == "plain" and tiny["lr"] == 1e-3  # random weights: measured
+    config = TrainConfig.resolve(TINY_ARCHITECTURE, "", epochs=5, lr=None, workers=1)
+    assert (config.mode, config.lr, config.epochs, config.batch_size) == (
+        "plain",
+        1e-3,
+        5,
+        tiny["batch_size"],
+    )
+    # A model with no training.json gets ours, and the authors' rate for its mode.
+    other = TrainConfig.resolve("ViT-B-32", "openai")
+    assert (other.mode, other.lr, other.batch_size, other.precision) == (
+        "dynamic-mask",
+        3e-5,
+        256,
+        "bf16",
+    )
+    assert TrainConfig.resolve("ViT-B-32", "openai", mode="plain").lr == 5e-6
+    assert TrainConfig.resolve(TINY_ARCHITECTURE, "", mode="dynamic-mask").lr == 1e-3
+
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "training.json").write_text('{"why": "x", "lr": 0.1, "optimizer": "sgd"}')
+    with pytest.raises(ValueError, match="unknown training defaults"):
+        TrainConfig.resolve(f"local-dir:{odd}", "")
