@@ -18,27 +18,14 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-import duckdb
-
-from infra import deployments, sql_shell, stack
+from infra import collections_cmd, demo, deployments, sql_shell, stack
 from infra.process import ServiceError
-from tasks.duck import s3_url, sql_text
-from tasks.settings import Settings, load_settings
+from tasks.settings import load_settings
 from tasks.store import ObjectStore
 from tasks.summary import summarize
 
 Run = Callable[[argparse.Namespace], int]
-# One epoch of the tiny CLIP from random weights on the CPU: a few minutes for the demo.
-DEMO_FINETUNE = {
-    "epochs": "1",
-    "batch_size": "64",
-    "workers": "1",
-    "lr": "1e-3",
-    "warmup_steps": "20",
-    "precision": "fp32",
-}
 
 
 def _stack_config(args: argparse.Namespace) -> stack.StackConfig:
@@ -153,90 +140,8 @@ def _print_summary(env: dict[str, str]) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    """Start the stack, register deployments, run every stage on the demo with its links."""
-    cfg = stack.load_config(args.home)
-    if _stack_up(cfg) != 0:
-        return 1
-    env = _pipeline_env(args.home)
-    deployments.register(env)
-    outcome = deployments.run(env, "nft1000/ingest")
-    print()
-    _print_summary(env)
-    if outcome.flow_run_id:
-        print(f"\nflow run: {deployments.flow_run_url(env, outcome.flow_run_id)}")
-    if not outcome.completed:
-        return 1
-    # The completed ingest also triggers nft1000/tables; its concurrency limit of one
-    # queues that run behind this one, which then finds every block up to date.
-    tables = deployments.run(env, "nft1000/tables")
-    if tables.flow_run_id:
-        print(f"\ntables run: {deployments.flow_run_url(env, tables.flow_run_id)}")
-    trained = tables.completed and _train_and_evaluate(env)
-    print('\nquery the tables: nft1000 sql "SELECT * FROM captions LIMIT 5"')
-    print(f'\nfor a shell: eval "$(nft1000 stack env --home {cfg.home})"; stop: make stop')
-    return 0 if trained else 1
-
-
-def _train_and_evaluate(env: dict[str, str]) -> bool:
-    """nft1000/export, /finetune and /evaluate in turn, each run's link, then the accuracy.
-
-    Both demo collections are in NFT1000's training split, so there is no test split:
-    the demo evaluates on the training shards (the mechanics, not a held-out score).
-    """
-    settings = load_settings(env)
-    train = s3_url(settings, "exports", "webdataset", "train")
-    stages = [
-        ("export", {"mini_only": "true"}),  # 1,000 per collection: minutes, not ten
-        ("finetune", DEMO_FINETUNE),
-        ("evaluate", {"data": train, "workers": "1"}),
-        ("cvi", {"workers": "1"}),
-    ]
-    for stage, params in stages:
-        outcome = deployments.run(env, f"nft1000/{stage}", params)
-        if outcome.flow_run_id:
-            print(f"\n{stage} run: {deployments.flow_run_url(env, outcome.flow_run_id)}")
-        if not outcome.completed:
-            return False
-    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
-    print(f"\n{accuracy_line(settings)}")
-    print("query them: nft1000 sql \"SELECT * FROM retrieval_results WHERE collection = 'all'\"")
-    print(f"\n{cvi_line(settings)}")
-    print("query them: nft1000 sql \"SELECT * FROM cvi WHERE level = 'collection'\"")
-    return True
-
-
-def accuracy_line(settings: Settings) -> str:
-    """Top-1 and top-10 accuracy (over all queries) of the last evaluation, in one line."""
-    rows = _latest(settings, "last_accuracy")
-    if not rows:
-        return "no retrieval results yet"
-    model, data, _, _, _, queries = rows[0]
-    scores = ", ".join(f"{pool} top-{k} {accuracy:.3f}" for _, _, pool, k, accuracy, _ in rows)
-    return f"text-to-image accuracy of {model} on {data} ({queries} captions): {scores}"
-
-
-def cvi_line(settings: Settings) -> str:
-    """CVI and top-1 of each collection in the last nft1000/cvi run, in one line."""
-    rows = _latest(settings, "last_cvi")
-    if not rows:
-        return "no CVI results yet"
-    parts = ", ".join(f"{name} {_number(cvi)} (top-1 {_number(top1)})" for name, cvi, top1 in rows)
-    return f"CVI per collection: {parts}"
-
-
-def _latest(settings: Settings, query: str) -> list[tuple[Any, ...]]:
-    """The rows of ``sql/<query>.sql`` over the views; none while its view does not exist."""
-    con = sql_shell.open_views(settings)
-    try:
-        return con.execute(sql_text(query)).fetchall()
-    except duckdb.CatalogException:  # no results file yet, so no view
-        return []
-    finally:
-        con.close()
-
-
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
+    """Start the stack, register deployments, run every stage on the demo; see infra.demo."""
+    return demo.run_demo(stack.load_config(args.home), lambda: _pipeline_env(args.home))
 
 
 def _configure_sql(parser: argparse.ArgumentParser) -> None:
@@ -257,6 +162,11 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Run]] 
     "demo": ("stack up, deploy, run every nft1000/* stage on the demo", _configure_home, _run_demo),
     "summary": ("per-collection counts from the manifests in S3", _configure_home, _run_summary),
     "sql": ("DuckDB SQL over the tables in S3 (views: captions, ...)", _configure_sql, _run_sql),
+    "collections": (
+        "list and search the collections a name can mean (NFT1000's and NFT1000_REGISTRIES')",
+        collections_cmd.configure,
+        collections_cmd.run,
+    ),
 }
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +19,35 @@ from distributed import Client
 
 from flows.runner import artifact_key
 from infra import deployments
-from infra.cli import DEMO_FINETUNE, accuracy_line, cvi_line
+from infra.demo import (
+    DEMO_FINETUNE,
+    REPORTS,
+    Stage,
+    exported_samples,
+    report_failure,
+    summary_table,
+)
 from infra.demo_content import build_moonbirds
 from infra.process import alive, port_open
 from infra.sql_shell import open_views
-from infra.stack import StackConfig, down, model_env, port_fields, status, up
+from infra.stack import (
+    LOOT_ARCHIVE,
+    MOONBIRDS_ARCHIVE,
+    MOONBIRDS_LAYERS,
+    StackConfig,
+    down,
+    model_env,
+    port_fields,
+    status,
+    up,
+)
 from tasks.chain import ChainReader
 from tasks.duck import connect, s3_url, tables_root
-from tasks.folders import open_folder
-from tasks.model_configs import TINY_ARCHITECTURE
+from tasks.model_configs import TINY_ARCHITECTURE, training_defaults
 from tasks.retrieval import KS, POOLS
 from tasks.settings import load_settings
 from tasks.store import ObjectStore
 from tasks.summary import summarize
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MOONBIRDS_LAYERS = DATA / "moonbirds_layers.tar.gz"
 
 
 def get_json(url: str, body: Any = None) -> Any:
@@ -94,8 +109,8 @@ def running_stack(
         tmp_path_factory.mktemp("stack") / "home",
         moonbirds_count=20,
         loot_count=5,
-        moonbirds_archive=DATA / "moonbirds.tar.gz",
-        loot_archive=DATA / "loot.tar.gz",
+        moonbirds_archive=MOONBIRDS_ARCHIVE,
+        loot_archive=LOOT_ARCHIVE,
     )
     saved = dict(os.environ)
     try:
@@ -222,13 +237,21 @@ def test_tables_and_export_deployments_end_to_end(
     counts = con.execute(f"SELECT count(*) FROM '{root}/splits.parquet'").fetchone()
     assert counts == (25,)
 
-    export = deployments.run(env, "nft1000/export", {"samples_per_shard": "10"})
+    params = {"samples_per_shard": "10", "holdout": str(HELD_OUT)}
+    export = deployments.run(env, "nft1000/export", params)
     assert export.completed
-    exported = open_folder(s3_url(settings, "exports", "webdataset"), settings)
-    index = json.loads(exported.get("shards.json"))
-    assert sum(s["samples"] for s in index["splits"].values()) == 25
-    # Both demo collections hash into the training split: there is no test split.
-    assert list(index["splits"]) == ["train"]
+    # Both demo collections are NFT1000 training collections: no test split, and the
+    # token-level holdout the demo evaluates on.
+    assert exported_samples(settings) == {
+        "holdout": {"Loot": HELD_OUT, "Moonbirds": HELD_OUT},
+        "train": {"Loot": 5 - HELD_OUT, "Moonbirds": 20 - HELD_OUT},
+    }
+    assert REPORTS["export"](settings) == (
+        f"holdout {2 * HELD_OUT} samples (0 failed), train {25 - 2 * HELD_OUT} samples (0 failed)"
+    )
+
+
+HELD_OUT = 2  # tokens per collection the export holds out of training
 
 
 def artifact_keys(env: dict[str, str], keys: list[str]) -> set[str]:
@@ -237,21 +260,6 @@ def artifact_keys(env: dict[str, str], keys: list[str]) -> set[str]:
         f"{env['PREFECT_API_URL']}/artifacts/filter", {"artifacts": {"key": {"any_": keys}}}
     )
     return {artifact["key"] for artifact in found}
-
-
-def triggered_run_state(env: dict[str, str], deployment: str, timeout_s: float) -> str:
-    """The final state of the first run of `deployment` an automation created."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        runs = [
-            r
-            for r in flow_runs_of(env, deployment)
-            if (r["created_by"] or {}).get("type") == "AUTOMATION"
-        ]
-        if runs and runs[0]["state_type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
-            return str(runs[0]["state_type"])
-        assert time.monotonic() < deadline, f"no finished nft1000/{deployment} run by a trigger"
-        time.sleep(2)
 
 
 def registered_schedules(env: dict[str, str], name: str) -> list[tuple[str, str, bool]]:
@@ -267,13 +275,16 @@ def registered_schedules(env: dict[str, str], name: str) -> list[tuple[str, str,
 def test_finetune_and_evaluate_deployments_end_to_end(
     running_stack: tuple[StackConfig, dict[str, str]],
 ) -> None:
-    """nft1000/finetune then nft1000/evaluate on the exported shards, through the real
-    gpu worker: the tiny CLIP from random weights on the CPU, as `nft1000 demo` runs them."""
+    """nft1000/finetune on the exported shards, through the real gpu worker (the tiny
+    CLIP from random weights on the CPU, with the demo's budget but dynamic masking),
+    then the nft1000/evaluate run its trigger starts, on the held-out tokens."""
     cfg, env = running_stack
     assert registered_schedules(env, "finetune") == [("0 2 * * *", "UTC", True)]
     assert registered_schedules(env, "evaluate") == [("0 8 * * *", "UTC", True)]
 
-    finetune = deployments.run(env, "nft1000/finetune", DEMO_FINETUNE)
+    since = datetime.now(UTC)
+    params = {**DEMO_FINETUNE, "mode": "dynamic-mask"}
+    finetune = deployments.run(env, "nft1000/finetune", params)
     assert finetune.completed and finetune.flow_run_id
     api = env["PREFECT_API_URL"]
     run = get_json(f"{api}/flow_runs/{finetune.flow_run_id}")
@@ -284,38 +295,44 @@ def test_finetune_and_evaluate_deployments_end_to_end(
     assert pointer is not None
     latest = json.loads(pointer)
     assert latest["architecture"] == TINY_ARCHITECTURE
-    assert latest["config"]["pretrained"] == "" and latest["config"]["epochs"] == 1
+    assert latest["config"]["pretrained"] == ""
+    # what was not given comes from the tiny model's measured defaults
+    assert latest["config"]["epochs"] == training_defaults(TINY_ARCHITECTURE)["epochs"]
     run_folder = f"models/{latest['name']}/{latest['run_id']}/"
     assert {"model.pt", "done.json", "log.jsonl"} <= {
         k.removeprefix(run_folder) for k in store.list_keys(run_folder)
     }
     assert store.list_keys("masks/")  # the Moonbirds masks, from the official layers
 
-    train = s3_url(settings, "exports", "webdataset", "train")
-    evaluate = deployments.run(env, "nft1000/evaluate", {"data": train, "workers": "1"})
-    assert evaluate.completed
+    # The completed finetune triggered nft1000/evaluate; with no test split exported it
+    # scores the held-out tokens.
+    triggered = deployments.triggered_run(env, "nft1000/evaluate", since)
+    assert triggered is not None
+    assert deployments.watch(env, triggered).completed
+    held_out = s3_url(settings, "exports", "webdataset", "holdout")
     assert [k for k in store.list_keys("tables/retrieval_results/") if k.endswith(".parquet")]
     con = open_views(settings)
     try:
         rows = con.execute(
-            "SELECT pool, k, collection, queries FROM retrieval_results WHERE data = ?", [train]
+            "SELECT pool, k, collection, queries FROM retrieval_results WHERE data = ?",
+            [held_out],
         ).fetchall()
     finally:
         con.close()
     assert {(pool, k) for pool, k, _, _ in rows} == {(p, k) for p in POOLS for k in KS}
-    assert {(c, q) for _, _, c, q in rows} == {("all", 25), ("Moonbirds", 20), ("Loot", 5)}
+    assert {(c, q) for _, _, c, q in rows} == {
+        ("all", 2 * HELD_OUT),
+        ("Moonbirds", HELD_OUT),
+        ("Loot", HELD_OUT),
+    }
     label = f"{latest['name']}/{latest['run_id']}"
-    assert accuracy_line(settings).startswith(f"text-to-image accuracy of {label} on {train}")
+    assert REPORTS["evaluate"](settings).startswith(f"{2 * HELD_OUT} held-out captions (holdout)")
 
     run_key = artifact_key("finetune", latest["name"])
     evaluated = artifact_key("evaluate", label)
     keys = ["trait-masks", run_key, f"{run_key}-epochs", f"{run_key}-progress", evaluated]
     keys += [f"{evaluated}-plot", f"{evaluated}-summary"]
     assert artifact_keys(env, keys) == set(keys)
-
-    # The completed finetune triggered an evaluation of the test split, which the demo
-    # data lacks: that run completes with nothing to evaluate.
-    assert triggered_run_state(env, "evaluate", timeout_s=300) == "COMPLETED"
 
 
 @pytest.mark.services
@@ -330,7 +347,7 @@ def test_cvi_deployment_end_to_end(running_stack: tuple[StackConfig, dict[str, s
     settings = load_settings(env)
     store = ObjectStore(settings)
     embeddings = [k for k in store.list_keys("embeddings/") if k.endswith(".parquet")]
-    assert embeddings and all("/train/shard-" in k for k in embeddings)
+    assert {k.split("/")[2] for k in embeddings} == {"train", "holdout"}
     con = open_views(settings)
     try:
         rows = con.execute(
@@ -341,19 +358,56 @@ def test_cvi_deployment_end_to_end(running_stack: tuple[StackConfig, dict[str, s
     assert [(level, c, s, n) for level, c, s, n, _, _ in rows] == [
         ("collection", "Loot", None, 5),
         ("collection", "Moonbirds", None, 20),
-        ("split", "Loot", "train", 5),
-        ("split", "Moonbirds", "train", 20),
+        ("split", "Loot", "holdout", HELD_OUT),
+        ("split", "Loot", "train", 5 - HELD_OUT),
+        ("split", "Moonbirds", "holdout", HELD_OUT),
+        ("split", "Moonbirds", "train", 20 - HELD_OUT),
     ]
     assert all(cvi is not None and 0 <= top1 <= 1 for *_, cvi, top1 in rows)
-    assert cvi_line(settings).startswith("CVI per collection: ")
+    assert re.fullmatch(r"\w+ CVI \S+, \w+ CVI \S+", REPORTS["cvi"](settings))
     model = json.loads(store.get("models/latest.json") or b"{}")
     label = f"{model['name']}/{model['run_id']}"
     reports = store.list_keys("reports/cvi/")
-    assert sum(k.endswith(".png") for k in reports) == 3  # bars, scatter of collections, train
+    # bars, and a scatter of collections, of the train and of the holdout split
+    assert sum(k.endswith(".png") for k in reports) == 4
     key = artifact_key("cvi", label)
     keys = [key, f"{key}-embed", f"{key}-summary", f"{key}-bars"]
-    keys += [f"{key}-scatter-collection", f"{key}-scatter-train"]
+    keys += [f"{key}-scatter-collection", f"{key}-scatter-train", f"{key}-scatter-holdout"]
     assert artifact_keys(env, keys) == set(keys)
+
+    # make demo's closing table: a row per collection, from ingest to CVI.
+    table = summary_table(settings, exported_samples(settings)).splitlines()
+    assert table[0].split() == [
+        "collection", "tokens", "ok", "failed", "captions", "trained", "on", "held", "out",
+        "top-1", "top-10", "CVI",
+    ]  # fmt: skip
+    moonbirds = table[2].split()
+    assert moonbirds[:7] == ["Moonbirds", "20", "20", "0", "20", str(20 - HELD_OUT), str(HELD_OUT)]
+    assert all(float(x) >= -1 for x in moonbirds[7:])
+
+
+@pytest.mark.services
+@pytest.mark.e2e
+def test_a_failing_stage_is_reported_with_its_link_and_errors(
+    running_stack: tuple[StackConfig, dict[str, str]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What make demo prints when a stage fails: its name, its run's link, its error lines."""
+    _, env = running_stack
+    stage = Stage("evaluate", {"model": "no-such-run"})
+    log = tmp_path / "demo.log"
+    with log.open("w") as fh:
+        outcome = deployments.run(env, "nft1000/evaluate", stage.params, fh)
+    assert not outcome.completed and outcome.flow_run_id
+    report_failure(stage, env, outcome, log)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1:4] == [
+        "nft1000/evaluate did not complete.",
+        f"flow run: {deployments.flow_run_url(env, outcome.flow_run_id)}",
+        "its last error lines:",
+    ]
+    assert any("no-such-run" in line for line in printed[4:])
 
 
 @pytest.mark.services
