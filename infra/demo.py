@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -82,7 +83,9 @@ def run_demo(cfg: stack.StackConfig, pipeline_env: Callable[[], dict[str, str]])
             print(f"the stack did not start: see {log_path} and {cfg.services_dir}/*.log")
             return 1
         env = pipeline_env()
-        _timed("deploy", lambda: _deploy(env, log))
+        if not _timed("deploy", lambda: _deploy(env, log)):
+            print(f"prefect deploy failed: see the end of {log_path}")
+            return 1
         settings = load_settings(env)
         os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
         since = datetime.now(UTC)
@@ -118,8 +121,12 @@ def _timed(name: str, step: Callable[[], str | None]) -> bool:
     detail = step()
     if detail is None:
         return False
-    print(f"{name:9} done in {time.monotonic() - t0:4.0f} s  {detail}", flush=True)
+    _ended(name, t0, detail)
     return True
+
+
+def _ended(name: str, t0: float, detail: str) -> None:
+    print(f"{name:9} done in {time.monotonic() - t0:4.0f} s  {detail}", flush=True)
 
 
 def _stack_up(cfg: stack.StackConfig) -> str | None:
@@ -132,8 +139,11 @@ def _stack_up(cfg: stack.StackConfig) -> str | None:
     return f"{services}; Prefect UI {env['PREFECT_API_URL'].removesuffix('/api')}"
 
 
-def _deploy(env: Mapping[str, str], log: TextIO) -> str:
-    deployments.register(env, log)
+def _deploy(env: Mapping[str, str], log: TextIO) -> str | None:
+    try:
+        deployments.register(env, log)
+    except subprocess.CalledProcessError:
+        return None
     return "nft1000/* registered from prefect.yaml"
 
 
@@ -149,17 +159,12 @@ def _run_stage(
         run_id = deployments.triggered_run(env, f"nft1000/{stage.name}", since)
     if run_id is not None:
         outcome = deployments.watch(env, run_id, log)
-        how = "started by its trigger"
+        how = " (started by its trigger)"
     else:
         outcome = deployments.run(env, f"nft1000/{stage.name}", stage.params, log)
         how = ""
     if outcome.completed:
-        detail = REPORTS[stage.name](settings)
-        print(
-            f"{stage.name:9} done in {time.monotonic() - t0:4.0f} s  {detail}"
-            + (f" ({how})" if how else ""),
-            flush=True,
-        )
+        _ended(stage.name, t0, REPORTS[stage.name](settings) + how)
     return outcome
 
 
