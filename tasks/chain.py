@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 from eth_abi.abi import decode, encode
@@ -44,6 +45,11 @@ class StringTooLarge(ValueError):
 
 class _ReplyTooLarge(RpcError):
     """An HTTP reply is over MAX_RESPONSE_BYTES: not retried, the batch is split instead."""
+
+
+class NotAContract(ValueError):
+    """The address holds no code on the node's chain: a collection-level error (a wrong
+    address, or a node of another chain than the collection's)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,15 @@ def _decode_uint(hex_result: str) -> int:
     if len(data) < 32:
         raise ValueError(f"{len(data)}-byte result is too short for a uint256")
     return int.from_bytes(data[:32], "big")
+
+
+_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
+
+
+def _quantity(reply: Mapping[str, Any] | None) -> int | None:
+    """A JSON-RPC quantity result (``0x1``), or None for anything else the node said."""
+    result = (reply or {}).get("result")
+    return int(result, 16) if isinstance(result, str) and _QUANTITY.fullmatch(result) else None
 
 
 def _address(address: str) -> str:
@@ -188,16 +203,29 @@ class ChainReader:
             self._session = None
 
     async def collection_facts(self, address: str) -> CollectionFacts:
-        """name, symbol and totalSupply in one round trip; any that fails is None."""
+        """name, symbol and totalSupply in one round trip; any that fails is None.
+
+        The same round trip asks for the address's code: with none, NotAContract says
+        so (with the node's chain id) instead of every token failing one by one.
+        """
         address = _address(address)
-        replies = await self._batch(
-            address,
+        calls = [encode_call(s, [], []) for s in ("name()", "symbol()", "totalSupply()")]
+        replies = await self._requests(
             [
-                encode_call("name()", [], []),
-                encode_call("symbol()", [], []),
-                encode_call("totalSupply()", [], []),
-            ],
+                *(("eth_call", [{"to": address, "data": data}, "latest"]) for data in calls),
+                ("eth_getCode", [address, "latest"]),
+                ("eth_chainId", []),
+            ]
         )
+        if (replies.get(3) or {}).get("result") == "0x":
+            chain = _quantity(replies.get(4))
+            host = urlsplit(self.rpc_url).netloc.rpartition("@")[2]  # never credentials
+            raise NotAContract(
+                f"{address} holds no contract on the chain of the node at {host} (chain id "
+                f"{chain if chain is not None else 'unknown'}): check the address, or point "
+                "NFT1000_RPC_URL at a node of the collection's chain (NFT1000's: Ethereum "
+                "mainnet, chain id 1)"
+            )
         return CollectionFacts(
             address=address,
             name=_optional_string(replies.get(0)),
@@ -303,14 +331,17 @@ class ChainReader:
 
     async def _batch(self, address: str, calls: Sequence[str]) -> dict[int, Mapping[str, Any]]:
         """One JSON-RPC batch of eth_calls at `latest`; replies by position in `calls`."""
+        return await self._requests(
+            [("eth_call", [{"to": address, "data": data}, "latest"]) for data in calls]
+        )
+
+    async def _requests(
+        self, requests: Sequence[tuple[str, list[Any]]]
+    ) -> dict[int, Mapping[str, Any]]:
+        """One JSON-RPC batch of (method, params); replies by position in `requests`."""
         payload = [
-            {
-                "jsonrpc": "2.0",
-                "id": n,
-                "method": "eth_call",
-                "params": [{"to": address, "data": data}, "latest"],
-            }
-            for n, data in enumerate(calls)
+            {"jsonrpc": "2.0", "id": n, "method": method, "params": params}
+            for n, (method, params) in enumerate(requests)
         ]
         async with self._in_flight:
             reply = await self._post_with_retries(json.dumps(payload).encode())
