@@ -337,4 +337,5 @@ def _query(settings: Settings, query: str) -> list[tuple[Any, ...]]:
 
 
 def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
+    """Accuracy and CVI lie in [-1, 1]: three decimals, and no "-0.000"."""
+    return "n/a" if value is None else f"{round(value, 3) + 0.0:.3f}"
