@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _stack import DATA
 from _train_data import MOONBIRDS, moonbird_items
 
+from infra.stack import MOONBIRDS_LAYERS
 from tasks.folders import open_folder
 from tasks.masks import official_masks
 from tasks.settings import Settings
@@ -19,7 +19,7 @@ from tasks.trait_masks import build_masks, load_masks, report_path
 
 pytestmark = pytest.mark.services
 
-LAYERS = DATA / "moonbirds_layers.tar.gz"
+LAYERS = MOONBIRDS_LAYERS
 TOKENS = 1500
 
 
