@@ -4,7 +4,8 @@ Views: tokens, traits, rarity, captions, prompts, splits, collection_splits,
 manifests (sql/views.sql), retrieval_results once nft1000/evaluate has run and cvi
 once nft1000/cvi has.
 A query given as an argument runs and prints; with none, statements are read
-from standard input, one per ``;``.
+from standard input. Statements are split by DuckDB's own parser, so a ``;``
+inside a string literal or a comment is not a break.
 """
 
 from __future__ import annotations
@@ -40,10 +41,8 @@ def run(settings: Settings, query: str | None, max_rows: int = 40) -> int:
     con = open_views(settings)
     text = query if query is not None else sys.stdin.read()
     try:
-        for statement in (s.strip() for s in text.split(";")):
-            if not statement:
-                continue
-            relation = con.sql(statement)
+        for statement in con.extract_statements(text):
+            relation = con.sql(statement.query)
             if relation is not None:
                 relation.show(max_rows=max_rows, max_width=200)
     except duckdb.Error as e:

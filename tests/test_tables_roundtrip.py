@@ -262,6 +262,12 @@ def test_nft1000_sql_runs_the_readme_queries(
     assert sql_shell.run(settings, ";".join(queries)) == 0
     printed = capsys.readouterr().out
     assert "train" in printed and "Background" in printed  # Moonbirds is in NFT1000's train
+    # DuckDB's parser splits statements: a ';' in a literal or a comment is no break.
+    assert sql_shell.run(settings, "SELECT 'x;y' AS semi -- z;\n; SELECT 42 AS answer") == 0
+    printed = capsys.readouterr().out
+    assert "│ x;y " in printed and " 42 │" in printed
+    assert sql_shell.run(settings, "SELECT 1; SELEC 2") == 1
+    assert "SELEC" in capsys.readouterr().err
     assert sql_shell.run(settings, "SELECT * FROM no_such_table") == 1
     assert "no_such_table" in capsys.readouterr().err
 
