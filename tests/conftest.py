@@ -10,6 +10,11 @@ each other's objects.
 
 from __future__ import annotations
 
+import os
+
+# Before anything imports open_clip: no test may reach for a model hub (no network here).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 import dataclasses
 import shutil
 import signal

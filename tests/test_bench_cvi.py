@@ -4,13 +4,10 @@ generated files, and embed_split's writes and resume on a few real Moonbirds."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # open_clip must never reach for the network
 
 from bench import cvi
 from tasks.cvi import CviRow

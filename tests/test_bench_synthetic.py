@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import open_clip
 import pytest
 
+from bench.pandas_captions import build_captions, read_tokens, run
 from bench.synthetic import (
     LAYERS_ARCHIVE,
     NONE_LIKE,
@@ -29,12 +30,6 @@ from bench.synthetic import (
 )
 from tasks.duck import run_sql
 from tasks.traits import NO_TRAIT_TYPE, normalise_traits
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # open_clip must never reach for the network
-
-import open_clip
-
-from bench.pandas_captions import build_captions, read_tokens, run
 
 N_TOKENS = 10_000
 Generated = list[tuple[SyntheticCollection, list[tuple[int, dict[str, Any]]]]]

@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # open_clip must never reach for the network
-
 from bench import evaluate, masking_experiment, train
 from bench.moonbird_shards import CONTRACT, Params, Prepared, prepare
 from tasks.folders import open_folder

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,6 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def clip() -> ClipModel:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.manual_seed(0)
     return load_clip(TINY_ARCHITECTURE, "", Settings(), CPU)
 

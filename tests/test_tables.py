@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import random
 import re
 import tarfile
@@ -21,6 +20,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from open_clip.tokenizer import SimpleTokenizer
 
 from infra.stack import LOOT_ARCHIVE, MOONBIRDS_ARCHIVE
 from tasks import duck, masking
@@ -28,13 +28,8 @@ from tasks.export_items import export_items
 from tasks.folders import LocalFolder
 from tasks.manifest import ManifestRow
 from tasks.splits import Partitioning, load_split_rules, split_for
-from tasks.token_table import TokenRecord, token_record, write_parquet
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # open_clip must never reach for the network
-
-from open_clip.tokenizer import SimpleTokenizer
-
 from tasks.tables import TablesResult, build_tables
+from tasks.token_table import TokenRecord, token_record, write_parquet
 
 MOONBIRDS = "0x23581767a106ae21c074b2276d25e5c3e136a68b"
 LOOT = "0xff9c1b15b16263c61d017ee9f65c50e4ae0113d7"
