@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from eth_abi.exceptions import DecodingError
 from eth_hash.auto import keccak
 
 from tasks.errors import ItemError
+from tasks.retry import backoff_delay
 
 T = TypeVar("T")
 
@@ -173,7 +175,9 @@ class ChainReader:
         max_in_flight: int = 4,
         attempts: int = 4,
         backoff_s: float = 0.25,
+        backoff_max_s: float = 30.0,
         timeout_s: float = 60.0,
+        rng: random.Random | None = None,
     ) -> None:
         if batch_size < 1 or max_in_flight < 1 or attempts < 1:
             raise ValueError("batch_size, max_in_flight and attempts must be at least 1")
@@ -185,6 +189,8 @@ class ChainReader:
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._attempts = attempts
         self._backoff_s = backoff_s
+        self._backoff_max_s = backoff_max_s
+        self._rng = rng or random.Random()
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def __aenter__(self) -> ChainReader:
@@ -358,7 +364,8 @@ class ChainReader:
             except _ReplyTooLarge:
                 raise
             except RpcError:
-                await asyncio.sleep(self._backoff_s * 2**attempt)
+                delay = backoff_delay(attempt, self._backoff_s, self._backoff_max_s, self._rng)
+                await asyncio.sleep(delay)
         return await self._post(body)
 
     async def _post(self, body: bytes) -> list[Any]:

@@ -27,6 +27,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from tasks.errors import ItemError
+from tasks.retry import backoff_delay
 from tasks.settings import Settings
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -252,11 +253,8 @@ class SafeFetcher:
         return FetchResult(bytes(body), content_type, str(url), status)
 
     def _backoff(self, retry: int, retry_after: float | None) -> float:
-        """Full-jitter exponential delay, or the server's Retry-After, both capped."""
-        cap = self._settings.backoff_max_s
-        if retry_after is not None:
-            return min(retry_after, cap)
-        return self._rng.uniform(0, min(cap, self._settings.backoff_base_s * 2**retry))
+        s = self._settings
+        return backoff_delay(retry, s.backoff_base_s, s.backoff_max_s, self._rng, retry_after)
 
     async def _count_request(
         self,
