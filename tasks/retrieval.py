@@ -381,15 +381,6 @@ def result_rows(result: PoolResult, *, model: str, data: str) -> list[ResultRow]
     return rows
 
 
-_UPSERT = """
-INSERT OR REPLACE INTO retrieval_results
-    (model, data, pool, collection, k, accuracy, macro_accuracy, hits, queries)
-SELECT unnest($model::VARCHAR[]), unnest($data::VARCHAR[]), unnest($pool::VARCHAR[]),
-       unnest($collection::VARCHAR[]), unnest($k::INTEGER[]), unnest($accuracy::DOUBLE[]),
-       unnest($macro::DOUBLE[]), unnest($hits::BIGINT[]), unnest($queries::BIGINT[])
-"""
-
-
 def write_results(database: str | Path, rows: Iterable[ResultRow]) -> int:
     """Upsert rows into a DuckDB file's ``retrieval_results`` (see ``upsert_results``)."""
     con = connect(database=str(database))
@@ -413,8 +404,9 @@ def upsert_results(con: duckdb.DuckDBPyConnection, rows: Iterable[ResultRow]) ->
         )
     run_sql(con, "retrieval_results")
     if batch:
-        con.execute(
-            _UPSERT,
+        run_sql(
+            con,
+            "retrieval_upsert",
             {
                 "model": [r.model for r in batch],
                 "data": [r.data for r in batch],
