@@ -106,24 +106,13 @@ def _configure_home(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _pipeline_env(home: Path) -> dict[str, str]:
-    """The environment the pipeline runs with: the local stack's, overridden by this shell's
-    NFT1000_* and PREFECT_API_URL. The shell's AWS_* credentials count only when the shell
-    also names its own S3 endpoint: the local S3 server knows only the stack's keys."""
-    env = stack.stack_env(stack.load_config(home)) if (home / "stack.json").exists() else {}
-    prefixes = ["NFT1000_", "PREFECT_API_URL"]
-    if "NFT1000_S3_ENDPOINT_URL" in os.environ or not env:
-        prefixes.append("AWS_")
-    return {**env, **{k: v for k, v in os.environ.items() if k.startswith(tuple(prefixes))}}
-
-
 def _run_deploy(args: argparse.Namespace) -> int:
-    deployments.register(_pipeline_env(args.home))
+    deployments.register(stack.pipeline_env(args.home))
     return 0
 
 
 def _run_summary(args: argparse.Namespace) -> int:
-    return _print_summary(_pipeline_env(args.home))
+    return _print_summary(stack.pipeline_env(args.home))
 
 
 def _print_summary(env: dict[str, str]) -> int:
@@ -141,7 +130,7 @@ def _print_summary(env: dict[str, str]) -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     """Start the stack, register deployments, run every stage on the demo; see infra.demo."""
-    return demo.run_demo(stack.load_config(args.home), lambda: _pipeline_env(args.home))
+    return demo.run_demo(stack.load_config(args.home), lambda: stack.pipeline_env(args.home))
 
 
 def _configure_sql(parser: argparse.ArgumentParser) -> None:
@@ -151,7 +140,7 @@ def _configure_sql(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_sql(args: argparse.Namespace) -> int:
-    env = _pipeline_env(args.home)
+    env = stack.pipeline_env(args.home)
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
     return sql_shell.run(load_settings(env), args.query, args.max_rows)
 

@@ -59,7 +59,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        rows = collection_rows(_settings(args.home))
+        rows = collection_rows(load_settings(stack.pipeline_env(args.home)))
     except (OSError, ValueError) as e:
         print(f"cannot read the registries: {e}", file=sys.stderr)
         return 1
@@ -74,13 +74,6 @@ def run(args: argparse.Namespace) -> int:
     for line in _footer(found, shown, len(rows), args):
         print(line)
     return 0
-
-
-def _settings(home: Path) -> Settings:
-    """The settings the pipeline gets from `nft1000` commands: the local stack's, when it
-    was started in home, under this shell's NFT1000_* variables."""
-    saved = stack.stack_env(stack.load_config(home)) if (home / "stack.json").exists() else {}
-    return load_settings({**saved, **os.environ})
 
 
 def collection_rows(settings: Settings) -> list[Row]:

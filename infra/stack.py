@@ -164,6 +164,18 @@ def stack_env(cfg: StackConfig) -> dict[str, str]:
     }
 
 
+def pipeline_env(home: Path) -> dict[str, str]:
+    """The environment the pipeline runs with: the local stack's (when one was started in
+    ``home``), overridden by this shell's NFT1000_* and PREFECT_API_URL. The shell's AWS_*
+    credentials count only when the shell also names its own S3 endpoint: the local S3
+    server knows only the stack's keys."""
+    env = stack_env(load_config(home)) if (home / "stack.json").exists() else {}
+    prefixes = ["NFT1000_", "PREFECT_API_URL"]
+    if "NFT1000_S3_ENDPOINT_URL" in os.environ or not env:
+        prefixes.append("AWS_")
+    return {**env, **{k: v for k, v in os.environ.items() if k.startswith(tuple(prefixes))}}
+
+
 def model_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The CLIP nft1000/finetune and nft1000/evaluate use: the tiny model from random
     weights (CPU-sized, nothing to download) unless `environ` names another."""
