@@ -24,6 +24,7 @@ from tasks.layout_export import LayoutExportResult, export_batch, write_dashboar
 from tasks.settings import Settings, load_settings
 from tasks.shard import BLOCK
 from tasks.webdataset import (
+    Holdout,
     ShardOptions,
     ShardPlan,
     ShardResult,
@@ -117,7 +118,7 @@ def _webdataset(
             for plan in plan_shards(split, items, samples_per_shard)
         ]
     results = [f.result() for f in futures]
-    index = write_index(target, settings, results, options)
+    index = write_index(target, settings, results, options, Holdout(holdout, seed))
     rows = [
         {
             "split": split,

@@ -37,6 +37,7 @@ from tasks.shard_reader import open_shards
 from tasks.store import ObjectStore
 from tasks.train import Mode, Precision, TrainConfig, TrainResult, planned_steps, train
 from tasks.trait_masks import MaskReport, build_masks, load_masks, report_path
+from tasks.webdataset import Holdout, read_holdout
 
 SETTINGS = load_settings()
 
@@ -96,7 +97,7 @@ def finetune(
     shards = open_shards(train_data or s3_url(settings, "exports", "webdataset", "train"), settings)
     masks: dict[str, Any] = {}
     if config.mode == "dynamic-mask":
-        reports = _ensure_masks(settings, rebuild_masks)
+        reports = _ensure_masks(settings, rebuild_masks, read_holdout(shards.url, settings))
         if reports:
             _mask_artifact(reports)
         folder = open_folder(s3_url(settings, "masks"), settings)
@@ -146,15 +147,24 @@ def run_folder_name(config: TrainConfig) -> str:
     return artifact_key(arch, config.mode)
 
 
-def _ensure_masks(settings: Settings, rebuild: bool) -> list[MaskReport]:
-    """Build the masks of every collection in the train split that has none yet."""
+def _ensure_masks(settings: Settings, rebuild: bool, holdout: Holdout | None) -> list[MaskReport]:
+    """Build the masks of every collection in the train split that has none yet, from its
+    tokens less those the export held out (derived masks see no held-out image)."""
     layers = dict(entry.split("=", 1) for entry in settings.trait_layers if "=" in entry)
     folder = open_folder(s3_url(settings, "masks"), settings)
     con = connect(settings)
     try:
         futures = [
             collection_masks.submit(items, settings, layers.get(items[0].collection))
-            for items in _by_contract(export_items(con, tables_root(settings), splits=["train"]))
+            for items in _by_contract(
+                export_items(
+                    con,
+                    tables_root(settings),
+                    splits=["train"],
+                    holdout=holdout.per_collection if holdout else 0,
+                    seed=holdout.seed if holdout else 0,
+                )
+            )
             if rebuild or not folder.exists(report_path(items[0].contract))
         ]
     finally:

@@ -97,6 +97,23 @@ class ShardResult:
     by_collection: tuple[tuple[str, int], ...] = ()
 
 
+@dataclass(frozen=True)
+class Holdout:
+    """How an export drew its held-out tokens (tasks.export_items, ``holdout``)."""
+
+    per_collection: int
+    seed: int
+
+
+def read_holdout(split_url: str, settings: Settings) -> Holdout | None:
+    """The holdout draw recorded beside an exported split (its export's shards.json)."""
+    folder = open_folder(split_url.rstrip("/").rsplit("/", 1)[0], settings)
+    if not folder.exists(_INDEX):
+        return None
+    found = json.loads(folder.get(_INDEX)).get("holdout")
+    return Holdout(int(found["per_collection"]), int(found["seed"])) if found else None
+
+
 def shard_name(split: str, index: int) -> str:
     return f"{split}/shard-{index:06d}.tar"
 
@@ -185,10 +202,13 @@ def write_index(
     settings: Settings,
     results: Iterable[ShardResult],
     options: ShardOptions | None = None,
+    holdout: Holdout | None = None,
 ) -> dict[str, Any]:
     """Write each split's ``sizes.json`` and the top-level ``shards.json``; the latter's content.
 
     ``results`` are those of every shard of the export (all splits), in any order.
+    ``holdout``: the draw that took tokens out of train (recorded, so training can
+    leave them out of whatever else it derives from the tables).
     """
     options = options or ShardOptions()
     folder = open_folder(out_url, settings)
@@ -222,6 +242,8 @@ def write_index(
         "shortest_side": options.shortest_side,
         "splits": splits,
     }
+    if holdout is not None and holdout.per_collection > 0:
+        index["holdout"] = dataclasses.asdict(holdout)
     folder.put(_INDEX, _json_bytes(index))
     return index
 

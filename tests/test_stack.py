@@ -254,6 +254,12 @@ def test_tables_and_export_deployments_end_to_end(
 HELD_OUT = 2  # tokens per collection the export holds out of training
 
 
+def latest_contract(store: ObjectStore, collection: str) -> str:
+    """The contract of a collection, from the manifests in S3."""
+    (row,) = [r for r in summarize(store) if r["collection"] == collection]
+    return str(row["contract"])
+
+
 def artifact_keys(env: dict[str, str], keys: list[str]) -> set[str]:
     """Which of these artifact keys the Prefect API has artifacts for."""
     found = get_json(
@@ -303,6 +309,9 @@ def test_finetune_and_evaluate_deployments_end_to_end(
         k.removeprefix(run_folder) for k in store.list_keys(run_folder)
     }
     assert store.list_keys("masks/")  # the Moonbirds masks, from the official layers
+    moonbirds_masks = json.loads(store.get(f"masks/{latest_contract(store, 'Moonbirds')}.json"))
+    # derived beside the official ones for their IoU, from train tokens less the held out
+    assert moonbirds_masks["tokens"] == 20 - HELD_OUT
 
     # The completed finetune triggered nft1000/evaluate; with no test split exported it
     # scores the held-out tokens.

@@ -26,10 +26,12 @@ from tasks.settings import Settings
 from tasks.store import ObjectStore
 from tasks.uris import DataLocation, resolve_uri
 from tasks.webdataset import (
+    Holdout,
     ShardOptions,
     ShardResult,
     order_key,
     plan_shards,
+    read_holdout,
     sample_key,
     write_index,
     write_shard,
@@ -231,6 +233,13 @@ def test_export_shards_locally(items: list[ExportItem], settings: Settings, tmp_
         }
     }
     assert json.loads((out / "shards.json").read_bytes()) == index
+    assert read_holdout(f"{out}/train", settings) is None  # no draw: nothing recorded
+
+    # An export with a holdout records its draw, where training reads it back.
+    drawn = write_index(str(out), settings, results, None, Holdout(per_collection=3, seed=7))
+    assert drawn["holdout"] == {"per_collection": 3, "seed": 7}
+    assert read_holdout(f"{out}/train/", settings) == Holdout(3, 7)
+    assert read_holdout(f"{tmp_path}/elsewhere/train", settings) is None
 
     # Members: three per sample, grouped by key, in the planned (mixed) order.
     by_key = {sample_key(i): i for i in items}
