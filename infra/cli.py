@@ -133,6 +133,11 @@ def _run_demo(args: argparse.Namespace) -> int:
     return demo.run_demo(stack.load_config(args.home), lambda: stack.pipeline_env(args.home))
 
 
+def _configure_collections(parser: argparse.ArgumentParser) -> None:
+    _configure_home(parser)
+    collections_cmd.configure(parser)
+
+
 def _configure_sql(parser: argparse.ArgumentParser) -> None:
     _configure_home(parser)
     parser.add_argument("query", nargs="?", help="SQL to run (default: read from stdin)")
@@ -153,7 +158,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Run]] 
     "sql": ("DuckDB SQL over the tables in S3 (views: captions, ...)", _configure_sql, _run_sql),
     "collections": (
         "list and search the collections a name can mean (NFT1000's and NFT1000_REGISTRIES')",
-        collections_cmd.configure,
+        _configure_collections,
         collections_cmd.run,
     ),
 }

@@ -11,11 +11,9 @@ does for the pipeline.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 from infra import stack
 from tasks.registry import BUILTIN_REGISTRY, load_registry, read_registry, registry_files
@@ -44,17 +42,12 @@ class Row:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    """The search's own arguments (the CLI adds --home, whose demo registry counts)."""
     parser.add_argument(
         "text", nargs="?", default="", help="part of a name or address, any case (default: all)"
     )
     parser.add_argument("--split", choices=[split for split, _ in SHARES], help="only this split")
     parser.add_argument("--limit", type=int, default=SHOWN, help="rows shown (0: all)")
-    parser.add_argument(
-        "--home",
-        type=Path,
-        default=Path(os.environ.get("NFT1000_HOME") or stack.StackConfig().home),
-        help="the local stack's folder, whose demo registry counts (default: $NFT1000_HOME)",
-    )
 
 
 def run(args: argparse.Namespace) -> int:
