@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -101,14 +102,13 @@ def triggered_run(
     Waits up to ``wait_s`` for the automation to create it; None if none came.
     """
     api = env["PREFECT_API_URL"].removesuffix("/")
-    flow, _, name = deployment.partition("/")
-    found = _post(api, "/deployments/filter", {"deployments": {"name": {"any_": [name]}}})
-    ids = [d["id"] for d in found if d.get("name") == name]
-    flows = _post(api, "/flows/filter", {"flows": {"name": {"any_": [flow]}}})
-    flow_ids = {f["id"] for f in flows}
-    ids = [d["id"] for d in found if d["id"] in ids and d.get("flow_id") in flow_ids]
-    if not ids:
-        return None
+    try:
+        with urllib.request.urlopen(f"{api}/deployments/name/{deployment}", timeout=30) as r:
+            deployment_id = json.loads(r.read())["id"]
+    except urllib.error.HTTPError as e:
+        if e.code == 404:  # not registered: nothing can have triggered it
+            return None
+        raise
     deadline = time.monotonic() + wait_s
     while True:
         latest = datetime.now(UTC) + _TRIGGER_SLACK
@@ -117,7 +117,7 @@ def triggered_run(
             "/flow_runs/filter",
             {
                 "flow_runs": {
-                    "deployment_id": {"any_": ids},
+                    "deployment_id": {"any_": [deployment_id]},
                     "expected_start_time": {
                         "after_": since.isoformat(),
                         "before_": latest.isoformat(),
