@@ -32,10 +32,11 @@ import duckdb
 
 from infra import deployments, sql_shell, stack
 from infra.process import ServiceError
-from tasks.duck import sql_text
+from tasks.duck import s3_url, sql_text
 from tasks.settings import Settings, load_settings
 from tasks.store import ObjectStore
 from tasks.summary import summarize
+from tasks.webdataset import read_index
 
 # What the demo ingests: a slice of the 10,000 Moonbirds on the demo chain (the rest
 # is one `prefect deployment run nft1000/ingest` away) and the 1,000 Loot bags.
@@ -271,9 +272,7 @@ REPORTS: dict[str, Callable[[Settings], str]] = {
 
 
 def _export_index(settings: Settings) -> dict[str, Any]:
-    store = ObjectStore(settings)
-    data = store.get(store.key("exports", "webdataset", "shards.json"))
-    return json.loads(data) if data is not None else {}
+    return read_index(s3_url(settings, "exports", "webdataset"), settings) or {}
 
 
 def exported_samples(settings: Settings) -> dict[str, dict[str, int]]:

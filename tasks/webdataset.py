@@ -105,12 +105,19 @@ class Holdout:
     seed: int
 
 
-def read_holdout(split_url: str, settings: Settings) -> Holdout | None:
-    """The holdout draw recorded beside an exported split (its export's shards.json)."""
-    folder = open_folder(split_url.rstrip("/").rsplit("/", 1)[0], settings)
+def read_index(out_url: str, settings: Settings) -> dict[str, Any] | None:
+    """An export's ``shards.json`` (what ``write_index`` wrote), or None before one."""
+    folder = open_folder(out_url, settings)
     if not folder.exists(_INDEX):
         return None
-    found = json.loads(folder.get(_INDEX)).get("holdout")
+    index: dict[str, Any] = json.loads(folder.get(_INDEX))
+    return index
+
+
+def read_holdout(split_url: str, settings: Settings) -> Holdout | None:
+    """The holdout draw recorded beside an exported split (its export's shards.json)."""
+    index = read_index(split_url.rstrip("/").rsplit("/", 1)[0], settings) or {}
+    found = index.get("holdout")
     return Holdout(int(found["per_collection"]), int(found["seed"])) if found else None
 
 
