@@ -45,12 +45,12 @@ import numpy.typing as npt
 from PIL import Image
 
 from bench.synthetic import LAYER_ORDER, LAYERS_ARCHIVE
-from tasks.export_items import ExportItem, safe_names
-from tasks.images import PNG_MIME, encode
-from tasks.masking import caption
-from tasks.settings import Settings
-from tasks.store import ObjectStore
-from tasks.webdataset import ShardOptions, order_key, plan_shards, write_index, write_shard
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings
+from tasks.export.images import PNG_MIME, encode
+from tasks.export.items import ExportItem, safe_names
+from tasks.export.webdataset import ShardOptions, order_key, plan_shards, write_index, write_shard
+from tasks.train.mask_draw import caption
 
 SPLITS = ("train", "test")
 CONSTANT = ("Shine",)  # drawn on every token; never a trait

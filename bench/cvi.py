@@ -3,9 +3,9 @@ prints JSON.
 
 Two measurements, each against a named baseline in the same run:
 
-- ``cvi``: ``tasks.cvi.compute_cvi`` (``sql/cvi.sql``, one DuckDB scan) on
+- ``cvi``: ``tasks.evaluate.cvi.compute_cvi`` (``sql/evaluate/cvi.sql``, one DuckDB scan) on
   ``--pairs`` synthetic pairs of ``--dim`` float16 vectors (512: ViT-B/32), in
-  parquet files of ``--per-file`` pairs written by ``tasks.embedding_files.to_parquet``
+  parquet files of ``--per-file`` pairs written by ``tasks.evaluate.embedding_files.to_parquet``
   like the real writer's groups, against ``numpy``: the same files read with
   pyarrow, per (collection, split) sums of the unit vectors in float64, and the
   same formulas (METHOD.md section 6). Each runs in a forked process, after the
@@ -17,10 +17,10 @@ Two measurements, each against a named baseline in the same run:
   collection has its own image and text centres, spreads and image-text match, so
   their CVIs differ. The files are cached in ``<cache>/cvi-<pairs>-<dim>/`` (2 GB
   for the default) and regenerated only when the arguments differ.
-- ``embed``: ``tasks.embeddings.embed_split`` (embedding plus the float16 parquet
+- ``embed``: ``tasks.evaluate.embedding_store.embed_split`` (embedding plus the float16 parquet
   writes to a local folder) on one split of the real Moonbirds shards
   (``bench.moonbird_shards``) with ``--architecture`` (the tiny CLIP, random
-  weights), against ``tasks.embed.embed_shards`` alone on the same shard groups,
+  weights), against ``tasks.evaluate.embed.embed_shards`` alone on the same shard groups,
   the two in turn ``--repeats`` times after an untimed warm-up shard, best of
   each: the difference is the writer's cost, also timed alone (``to_parquet`` of
   the baseline's vectors). Then ``embed_split`` again on the last folder, which
@@ -58,15 +58,15 @@ import pyarrow.parquet as pq
 import torch
 
 from bench.moonbird_shards import LOCAL, add_arguments, prepared_of
-from tasks.clip_model import ClipModel, load_clip
-from tasks.cvi import CviRow, compute_cvi
-from tasks.duck import connect
-from tasks.embed import embed_shards
-from tasks.embedding_files import to_parquet
-from tasks.embeddings import SplitEmbeddings, embed_split, shard_groups
-from tasks.model_configs import TINY_ARCHITECTURE
-from tasks.shard_reader import ShardSet
-from tasks.train import resolve_device
+from tasks.core.duck import connect
+from tasks.evaluate.cvi import CviRow, compute_cvi
+from tasks.evaluate.embed import embed_shards
+from tasks.evaluate.embedding_files import to_parquet
+from tasks.evaluate.embedding_store import SplitEmbeddings, embed_split, shard_groups
+from tasks.train.loop import resolve_device
+from tasks.train.model import ClipModel, load_clip
+from tasks.train.model_configs import TINY_ARCHITECTURE
+from tasks.train.shards import ShardSet
 
 TOLERANCE = 1e-6  # the two CVI computations must agree to this on every part
 TEST_SHARE = 0.2
@@ -450,7 +450,7 @@ def embed_bench(args: argparse.Namespace) -> dict[str, Any]:
             "seconds_per_run": [round(w.seconds, 2) for w in written],
         },
         "baseline": {
-            "name": "tasks.embed.embed_shards alone (no parquet), same groups",
+            "name": "tasks.evaluate.embed.embed_shards alone (no parquet), same groups",
             "pairs_per_s": round(pairs / min(baseline), 1),
             "seconds_per_run": [round(s, 2) for s in baseline],
         },

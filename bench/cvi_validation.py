@@ -37,11 +37,11 @@ from typing import Any
 
 from bench.composed import ComposedCollection, Plan, compose, neighbours, write_export
 from infra import deployments, stack
-from tasks.cvi import rank_correlations
-from tasks.duck import s3_url
-from tasks.folders import open_folder
-from tasks.settings import Settings, load_settings
-from tasks.shard_reader import SIZES
+from tasks.core import paths
+from tasks.core.folders import open_folder
+from tasks.core.settings import Settings, load_settings
+from tasks.evaluate.cvi import rank_correlations
+from tasks.train.shards import SIZES
 
 RUN_NAME = "cvi-composed"
 
@@ -116,7 +116,7 @@ def run(plan: Plan, training: Plan, epochs: int, home: Path) -> dict[str, Any]:
 def _export(plan: Plan, settings: Settings) -> tuple[list[ComposedCollection], str]:
     """The plan's collections, exported once under validation/composed-<plan digest>."""
     digest = hashlib.sha256(json.dumps(asdict(plan)).encode()).hexdigest()[:12]
-    root = s3_url(settings, "validation", f"composed-{digest}")
+    root = paths.url(settings, "validation", f"composed-{digest}")
     collections = compose(plan)
     if not open_folder(root, settings).exists("train/" + SIZES):
         write_export(collections, root, settings)
@@ -126,10 +126,10 @@ def _export(plan: Plan, settings: Settings) -> tuple[list[ComposedCollection], s
 def _report(settings: Settings, root: str) -> dict[str, Any]:
     """nft1000/cvi's JSON report of the named run's latest model on ``root``."""
     pointer = json.loads(
-        open_folder(s3_url(settings, "models"), settings).get(f"{RUN_NAME}/latest.json")
+        open_folder(paths.url(settings, "models"), settings).get(f"{RUN_NAME}/latest.json")
     )
     label = f"{pointer['name']}/{pointer['run_id']}"
-    reports = open_folder(s3_url(settings, "reports", "cvi"), settings)
+    reports = open_folder(paths.url(settings, "reports", "cvi"), settings)
     for name in reports.walk():
         if name.endswith(".json"):
             doc: dict[str, Any] = json.loads(reports.get(name))

@@ -4,14 +4,14 @@ Three measurements on one split of ``bench.moonbird_shards`` (real tokens, the
 export's shards), with one model (random weights unless ``--pretrained`` names a
 checkpoint file; the accuracies then sit near chance and only the times matter):
 
-- ``embed``: ``tasks.embed.embed_shards`` end to end (shards read, images
+- ``embed``: ``tasks.evaluate.embed.embed_shards`` end to end (shards read, images
   decoded and transformed, captions tokenised in ``--workers`` data workers,
   both towers run): pairs per second, i.e. images/s = texts/s of the pipeline.
   Run ``--repeats`` times; the first is a warm-up (workers, kernels, autotune);
 - ``towers``: each tower alone on one real batch already on the device
   (``encode_image`` / ``encode_text``, synchronised), the model's ceiling:
   images/s and texts/s;
-- ``retrieval``: ``tasks.retrieval.evaluate`` on the embeddings, per pool
+- ``retrieval``: ``tasks.evaluate.retrieval.evaluate`` on the embeddings, per pool
   (``within`` the collection and ``pooled``; one collection here, so both rank
   the same candidates), best of ``--repeats`` after a warm-up, with the top-K
   it found.
@@ -34,13 +34,13 @@ from typing import Any
 import torch
 
 from bench.moonbird_shards import LOCAL, add_arguments, prepared_of
-from tasks.clip_model import ClipModel, load_clip
-from tasks.embed import embed_shards
-from tasks.model_configs import TINY_ARCHITECTURE
-from tasks.retrieval import POOLS, PoolResult, evaluate
-from tasks.shard_batches import ShardBatches
-from tasks.shard_reader import ShardSet
-from tasks.train import resolve_device
+from tasks.evaluate.embed import embed_shards
+from tasks.evaluate.retrieval import POOLS, PoolResult, evaluate
+from tasks.train.batches import ShardBatches
+from tasks.train.loop import resolve_device
+from tasks.train.model import ClipModel, load_clip
+from tasks.train.model_configs import TINY_ARCHITECTURE
+from tasks.train.shards import ShardSet
 
 KS = (1, 5, 10)
 

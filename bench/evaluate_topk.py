@@ -5,11 +5,11 @@ ranks are spread) in equal collections. Timed from float32 arrays to per-query
 ranks, inputs checked and normalised included, on one device, the best of
 ``--repeats`` runs (CPU machines here are shared and noisy):
 
-- within collections: ours (tasks.retrieval.within_collection_ranks) on every
+- within collections: ours (tasks.evaluate.retrieval.within_collection_ranks) on every
   pair, against the named baseline "dense_torch": each collection's full
   n x n similarity matrix in torch, rank = 1 + the scores above the diagonal's
   (the same tie rule);
-- pooled: ours (tasks.retrieval.pooled_ranks) and dense_torch on the first
+- pooled: ours (tasks.evaluate.retrieval.pooled_ranks) and dense_torch on the first
   ``--pooled-pairs`` pairs; dense_torch only as far as its matrix fits under
   ``--dense-gib`` (so ``--pooled-pairs 1000000`` on a GPU times ours alone).
 
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tasks.retrieval import (
+from tasks.evaluate.retrieval import (
     CANDIDATE_BLOCK,
     QUERY_BLOCK,
     TIE_TOL,

@@ -25,7 +25,7 @@
 #   the others still run.
 #
 # ARCH, PRECISION, BATCH, DEVICE, WORKERS, SAMPLES and PYTHON override the GPU
-# defaults (e.g. a small CPU rehearsal: ARCH=local-dir:tasks/model_configs/tiny_clip
+# defaults (e.g. a small CPU rehearsal: ARCH=local-dir:tasks/train/model_configs/tiny_clip
 # PRECISION=fp32 BATCH=64 DEVICE=cpu WORKERS=2 SAMPLES=2000 PYTHON=.venv/bin/python
 # NO_INSTALL=1 bash bench/gpu.sh).
 set -euo pipefail

@@ -24,9 +24,9 @@ from typing import Any
 from distributed import Client
 
 from infra import stack
-from tasks.registry import load_registry
-from tasks.settings import Settings, load_settings
-from tasks.shard import ShardResult, plan_shards, run_shard
+from tasks.core.settings import Settings, load_settings
+from tasks.ingest.blocks import ShardResult, plan_shards, run_shard
+from tasks.ingest.registry import load_registry
 
 
 def _settings(env: dict[str, str], prefix: str, **changes: Any) -> Settings:

@@ -6,7 +6,7 @@ METHOD.md section 4 fine-tunes a pretrained CLIP. No weights can be downloaded
 here, so every arm trains the same small CLIP from random weights, on a CPU, on
 the Moonbirds train split (``bench.moonbird_shards``: 80% of the tokens, by a
 seeded hash of the id), with one budget (epochs, batch, lr, warm-up, seed,
-precision) through ``tasks.train.train``. The arms differ only in the mode and
+precision) through ``tasks.train.loop.train``. The arms differ only in the mode and
 the masks:
 
 - ``plain``: full images and captions;
@@ -17,15 +17,15 @@ the masks:
   whose mask covers nearly the whole canvas: Background), which are then never
   picked: always shown
   and always named. (A picked backdrop paints only what the token's other
-  traits leave showing, ``tasks.masking.union_mask``; this arm tells how much
+  traits leave showing, ``tasks.train.mask_draw.union_mask``; this arm tells how much
   masking the backdrop at all costs or brings.)
 
 Each arm also reports ``painted_share``: how much of each training image the
 first epoch's draw paints over (mean, and the share of images painted over 90%).
 
 Each trained model embeds the test split (tokens never trained on, with their
-full template captions) through ``tasks.embed.embed_shards``, and
-``tasks.retrieval.evaluate`` ranks each caption's own image among all test
+full template captions) through ``tasks.evaluate.embed.embed_shards``, and
+``tasks.evaluate.retrieval.evaluate`` ranks each caption's own image among all test
 images (pool ``within``: one collection, so pooled is the same pool). The
 untrained model and chance (K / test size) are the floor. Each seed repeats
 every arm with another initialisation, data order and draw.
@@ -52,22 +52,22 @@ import numpy as np
 import torch
 
 from bench.moonbird_shards import LOCAL, Prepared, add_arguments, prepared_of
-from tasks.clip_model import ClipModel, load_clip
-from tasks.embed import embed_shards
-from tasks.folders import open_folder
-from tasks.masking import BACKDROP_COVER, draw, draw_seed, union_mask
-from tasks.masks import Key, Mask
-from tasks.model_configs import TINY_ARCHITECTURE
-from tasks.retrieval import WITHIN, evaluate
-from tasks.shard_reader import ShardSet, read_shard
-from tasks.train import MODEL, Mode, TrainConfig, TrainResult, resolve_device, train
+from tasks.core.folders import open_folder
+from tasks.evaluate.embed import embed_shards
+from tasks.evaluate.retrieval import WITHIN, evaluate
+from tasks.train.loop import MODEL, Mode, TrainConfig, TrainResult, resolve_device, train
+from tasks.train.mask_draw import BACKDROP_COVER, draw, draw_seed, union_mask
+from tasks.train.masks import Key, Mask
+from tasks.train.model import ClipModel, load_clip
+from tasks.train.model_configs import TINY_ARCHITECTURE
+from tasks.train.shards import ShardSet, read_shard
 
 
 @dataclass(frozen=True)
 class Arm:
     mode: Mode
     masks: str | None = None  # mask source (bench.moonbird_shards.MASK_SOURCES)
-    # Backdrops (values whose mask covers nearly the whole canvas, as tasks.masking
+    # Backdrops (values whose mask covers nearly the whole canvas, as tasks.train.mask_draw
     # tells them): False leaves them out of the masks, so they are never picked.
     canvas_masks: bool = True
 
@@ -106,7 +106,7 @@ def painted(
     shards: ShardSet, masks: dict[str, dict[Key, Mask]] | None, p: float, seed: int
 ) -> dict[str, float]:
     """Share of each training image that the first epoch's draw paints over (the same
-    draw as tasks.shard_batches: ``draw_seed(seed, 0, key)``), at the masks' size."""
+    draw as tasks.train.batches: ``draw_seed(seed, 0, key)``), at the masks' size."""
     shares: list[float] = []
     folder = open_folder(shards.url, LOCAL)
     for name in sorted(shards.sizes):

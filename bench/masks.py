@@ -39,9 +39,10 @@ from PIL import Image
 
 from bench.synthetic import LAYER_ORDER, LAYERS_ARCHIVE
 from infra.stack import MOONBIRDS_ARCHIVE, MOONBIRDS_LAYERS
-from tasks.content import parse_metadata
-from tasks.images import PNG_MIME, decode
-from tasks.masks import (
+from tasks.core.content import parse_metadata
+from tasks.export.images import PNG_MIME, decode
+from tasks.tables.traits import normalise_traits
+from tasks.train.masks import (
     DerivedMasks,
     Key,
     LayerArt,
@@ -51,7 +52,6 @@ from tasks.masks import (
     moonbirds_art,
     official_masks,
 )
-from tasks.traits import normalise_traits
 
 MOONBIRDS_SIZE = (42, 42)
 _MOONBIRDS_FILE = re.compile(r"moonbirds/(images|metadata)/(\d+)\.(png|json)")

@@ -3,7 +3,7 @@ data of the training benches (bench.train, bench.evaluate, bench.masking_experim
 
 The shards are what nft1000/export writes: the token images go into a real S3
 (a private SeaweedFS, started for the preparation and stopped by PID after it)
-as blobs, and ``tasks.webdataset.write_shard``/``write_index`` turn export items
+as blobs, and ``tasks.export.webdataset.write_shard``/``write_index`` turn export items
 (template caption, caption_method ``visual_template``, the caption's traits)
 into ``<root>/<split>/shard-NNNNNN.tar`` and ``sizes.json`` in a local folder.
 Tokens are split by a seeded hash of their id: the ``test_share`` of ids with the
@@ -11,7 +11,7 @@ lowest ``sha256(seed/id)`` are ``test``, the rest ``train``. Each split is order
 like an export's (``order_key``).
 
 Masks of the collection come from the train images through
-``tasks.trait_masks.build_masks``, under ``<root>/masks/derived`` (derived from
+``tasks.train.mask_store.build_masks``, under ``<root>/masks/derived`` (derived from
 the images) and ``<root>/masks/official`` (from the Moonbirds layer art; its
 report holds the derived masks' IoU against them).
 
@@ -43,11 +43,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.folders import open_folder
-from tasks.masks import Key, Mask
-from tasks.settings import Settings
-from tasks.shard_reader import ShardSet, open_shards
-from tasks.trait_masks import load_masks
+from tasks.core.folders import open_folder
+from tasks.core.settings import Settings
+from tasks.train.mask_store import load_masks
+from tasks.train.masks import Key, Mask
+from tasks.train.shards import ShardSet, open_shards
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CACHE = PROJECT_ROOT / ".nft1000" / "bench"
@@ -60,12 +60,12 @@ VERSION = 1  # bump when what a prepared folder holds changes
 # The code that decides a prepared folder's bytes: shards, captions, traits, masks.
 SOURCES = (
     "bench/masks.py",
-    "tasks/images.py",
-    "tasks/masking.py",
-    "tasks/masks.py",
-    "tasks/trait_masks.py",
-    "tasks/traits.py",
-    "tasks/webdataset.py",
+    "tasks/export/images.py",
+    "tasks/train/mask_draw.py",
+    "tasks/train/masks.py",
+    "tasks/train/mask_store.py",
+    "tasks/tables/traits.py",
+    "tasks/export/webdataset.py",
 )
 # Local folders need no endpoint: these settings never reach S3.
 LOCAL = Settings()
@@ -102,7 +102,7 @@ class Prepared:
         return open_shards(str(self.root / name), LOCAL)
 
     def masks(self, source: str) -> dict[str, dict[Key, Mask]]:
-        """The collection's masks by contract, as tasks.train takes them."""
+        """The collection's masks by contract, as tasks.train.loop takes them."""
         if source not in MASK_SOURCES:
             raise ValueError(f"mask source must be one of {MASK_SOURCES}, got {source!r}")
         return load_masks(open_folder(str(self.root / "masks" / source), LOCAL), [CONTRACT])
@@ -140,11 +140,17 @@ def _build(params: Params, root: Path) -> dict[str, Any]:
     # machine that only reads a prepared folder needs none of them.
     from bench.masks import moonbirds_tokens
     from infra.stack import MOONBIRDS_LAYERS
-    from tasks.export_items import ExportItem
-    from tasks.masking import caption
-    from tasks.store import ObjectStore
-    from tasks.trait_masks import build_masks
-    from tasks.webdataset import ShardOptions, order_key, plan_shards, write_index, write_shard
+    from tasks.core.s3 import ObjectStore
+    from tasks.export.items import ExportItem
+    from tasks.export.webdataset import (
+        ShardOptions,
+        order_key,
+        plan_shards,
+        write_index,
+        write_shard,
+    )
+    from tasks.train.mask_draw import caption
+    from tasks.train.mask_store import build_masks
 
     started = time.perf_counter()
     tokens = [(int(t), png, traits) for t, png, traits in moonbirds_tokens()]

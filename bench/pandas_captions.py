@@ -44,7 +44,7 @@ import duckdb
 import pandas as pd
 from open_clip.tokenizer import SimpleTokenizer
 
-from tasks.duck import quote
+from tasks.core.sql import quote
 
 CONTEXT_LENGTH = 77  # CLIP's, start and end tokens included
 CONTENT_TOKENS = CONTEXT_LENGTH - 2

@@ -42,9 +42,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tasks.manifest import ManifestRow
-from tasks.shard import BLOCK
-from tasks.token_table import token_record, write_parquet
+from tasks.ingest.blocks import BLOCK
+from tasks.ingest.manifest import ManifestRow
+from tasks.tables.tokens import token_record, write_parquet
 
 # The HashLips sample layers (MIT), kept with the test data that tests and benches share.
 LAYERS_ARCHIVE = Path(__file__).resolve().parents[1] / "tests" / "data" / "hashlips_layers.tar.gz"

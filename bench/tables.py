@@ -3,7 +3,7 @@
 Tokens are composed from the HashLips layers in real metadata shapes
 (bench/synthetic.py) and go through the pipeline's own tokens step. Then, each
 in a fresh process so peak memory is its own: our DuckDB build of every table
-(tasks/tables.py), the same build on a quarter of the tokens (memory must not
+(tasks/tables/build.py), the same build on a quarter of the tokens (memory must not
 grow with the count), and the named baseline "pandas" (bench/pandas_captions.py),
 a plain pandas build of the captions alone. The comparison is captions against
 captions: ours is the CLIP counting and captions steps of the full build.
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import pandas_captions, synthetic
-from tasks.duck import connect
-from tasks.folders import LocalFolder
-from tasks.splits import load_split_rules
-from tasks.tables import build_tables
+from tasks.core.duck import connect
+from tasks.core.folders import LocalFolder
+from tasks.tables.build import build_tables
+from tasks.tables.splits import load_split_rules
 
 MEMORY_LIMIT = "1GB"  # DuckDB spills past this, so memory need not grow with tokens
 

@@ -1,4 +1,4 @@
-"""bench/train: training throughput of our loop (tasks.train) against open_clip_train
+"""bench/train: training throughput of our loop (tasks.train.loop) against open_clip_train
 on the same WebDataset shards; prints JSON.
 
 Both train the same architecture from random weights on the same shards: the
@@ -7,7 +7,7 @@ tokens written by the export's shard writer) that hold ``--samples``, at least
 one per data worker, for the epochs it takes to train ``--samples``, with the
 same batch size, precision, data workers and device, one after the other:
 
-- ours: ``tasks.train.train`` in each mode of ``--modes`` (``dynamic-mask``
+- ours: ``tasks.train.loop.train`` in each mode of ``--modes`` (``dynamic-mask``
   draws and paints masks on every load; ``plain`` does not), logging every step;
 - the named baseline: ``python -m open_clip_train.main`` (open_clip's own
   trainer, the same model code and loss) on the same shards (``--train-data``
@@ -62,10 +62,10 @@ from typing import Any
 import torch
 
 from bench.moonbird_shards import LOCAL, Prepared, add_arguments, prepared_of
-from tasks.folders import open_folder
-from tasks.model_configs import TINY_ARCHITECTURE
-from tasks.shard_reader import ShardSet
-from tasks.train import MODES, TrainConfig, resolve_device, train
+from tasks.core.folders import open_folder
+from tasks.train.loop import MODES, TrainConfig, resolve_device, train
+from tasks.train.model_configs import TINY_ARCHITECTURE
+from tasks.train.shards import ShardSet
 
 # open_clip_train names mixed precision its own way.
 OPEN_CLIP_PRECISION = {"fp32": "fp32", "bf16": "amp_bf16", "amp": "amp"}

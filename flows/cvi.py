@@ -1,10 +1,10 @@
 """`nft1000/cvi`: the Comprehensive Variance Index of every collection of an export.
 
 Orchestration only. Embeds each split's images and captions with a model
-(tasks.embeddings: float16 parquet under ``embeddings/<id>/<split>/``, one file
+(tasks.evaluate.embedding_store: float16 parquet under ``embeddings/<id>/<split>/``, one file
 per group of shards, so a stopped run resumes and nothing is embedded twice),
 computes CVI and its parts per collection and per split in one DuckDB scan
-(sql/cvi.sql), and sets each beside the within-collection top-1 of the same
+(sql/evaluate/cvi.sql), and sets each beside the within-collection top-1 of the same
 pairs with Spearman's rank correlation between the two (does CVI rank
 difficulty?). Writes ``tables/cvi/<id>.parquet`` (the ``cvi`` view of
 `nft1000 sql`), ``reports/cvi/<id>.json`` and PNG plots, and table, image and
@@ -30,19 +30,21 @@ from prefect.artifacts import (
 
 from flows.evaluate import resolve_model
 from flows.runner import artifact_key, task_runner
-from tasks.clip_model import load_clip
-from tasks.cvi import CviRow, correlations, cvi_results
-from tasks.duck import connect, quote, s3_url, tables_root
-from tasks.embedding_files import read_files
-from tasks.embeddings import embed_split
-from tasks.export_items import HOLDOUT
-from tasks.folders import open_folder
-from tasks.plots import CviPoint, cvi_bars, cvi_scatter
-from tasks.retrieval import within_top1
-from tasks.settings import Settings, load_settings
-from tasks.shard_reader import SIZES, open_shards
-from tasks.store import presigned_link
-from tasks.train import resolve_device
+from tasks.core import paths
+from tasks.core.duck import connect
+from tasks.core.folders import open_folder
+from tasks.core.s3 import presigned_link
+from tasks.core.settings import Settings, load_settings
+from tasks.core.sql import quote
+from tasks.evaluate.cvi import CviRow, correlations, cvi_results
+from tasks.evaluate.embedding_files import read_files
+from tasks.evaluate.embedding_store import embed_split
+from tasks.evaluate.plots import CviPoint, cvi_bars, cvi_scatter
+from tasks.evaluate.retrieval import within_top1
+from tasks.export.items import HOLDOUT
+from tasks.train.loop import resolve_device
+from tasks.train.model import load_clip
+from tasks.train.shards import SIZES, open_shards
 
 SETTINGS = load_settings()
 # The token-level holdout (nft1000/export holdout=N) is measured like a test split.
@@ -66,13 +68,13 @@ def cvi(
     ``force`` embeds again what an earlier run embedded."""
     logger = get_run_logger()
     settings = SETTINGS
-    if model == "latest" and not open_folder(s3_url(settings, "models"), settings).exists(
+    if model == "latest" and not open_folder(paths.url(settings, "models"), settings).exists(
         "latest.json"
     ):
         logger.warning("no finished nft1000/finetune run: using the configured pretrained model")
         model = "pretrained"
     arch, weights, label = resolve_model(model, architecture, settings)
-    root = (data or s3_url(settings, "exports", "webdataset")).rstrip("/")
+    root = (data or paths.url(settings, "exports", "webdataset")).rstrip("/")
     exported = open_folder(root, settings)
     present = [s for s in (splits or SPLITS) if exported.exists(f"{s}/{SIZES}")]
     if not present:
@@ -80,7 +82,7 @@ def cvi(
     # A new export (other shards or sizes) under the same root gets new embeddings.
     listing = b"".join(exported.get(f"{s}/{SIZES}") for s in present)
     run_id = hashlib.sha256(f"{label}\n{root}\n".encode() + listing).hexdigest()[:16]
-    out_root = s3_url(settings, "embeddings", run_id)
+    out_root = paths.url(settings, "embeddings", run_id)
     open_folder(out_root, settings).put(
         "model.json",
         json.dumps(
@@ -127,7 +129,7 @@ def cvi(
         "model": label,
         "data": root,
         "embeddings": out_root,
-        "results": f"{tables_root(settings)}/cvi/{run_id}.parquet",
+        "results": f"{paths.tables_root(settings)}/cvi/{run_id}.parquet",
         "collections": sum(r.level == "collection" for r in rows),
         "spearman": rho,
         "reports": reports,
@@ -142,7 +144,7 @@ def _measure(
     con = connect(settings)
     try:
         rows = cvi_results(con, files, top1, model=label, data=root)
-        url = f"{tables_root(settings)}/cvi/{run_id}.parquet"
+        url = f"{paths.tables_root(settings)}/cvi/{run_id}.parquet"
         con.execute(f"COPY cvi_results TO {quote(url)} (FORMAT parquet)")
     finally:
         con.close()
@@ -158,7 +160,7 @@ def _reports(
     rho: dict[str, float | None],
 ) -> dict[str, str]:
     """Plots and the JSON report under reports/cvi/, and the run's artifacts."""
-    reports = open_folder(s3_url(settings, "reports", "cvi"), settings)
+    reports = open_folder(paths.url(settings, "reports", "cvi"), settings)
     whole = [r for r in rows if r.level == "collection"]
     plots = {"bars": cvi_bars(whole, f"CVI of {label} on {root}")}
     for group in rho:
@@ -169,7 +171,7 @@ def _reports(
         ]
         title = f"CVI against top-1 ({group}) of {label}"
         plots[f"scatter-{group}"] = cvi_scatter(points, rho[group], title)
-    paths = {name: f"reports/cvi/{run_id}-{name}.png" for name in plots}
+    plot_paths = {name: f"reports/cvi/{run_id}-{name}.png" for name in plots}
     for name, png in plots.items():
         reports.put(f"{run_id}-{name}.png", png)
     doc = {
@@ -179,8 +181,8 @@ def _reports(
         "rows": [asdict(r) for r in rows],
     }
     reports.put(f"{run_id}.json", json.dumps(doc, indent=1).encode())
-    _artifacts(settings, doc, paths)
-    return paths | {"json": f"reports/cvi/{run_id}.json"}
+    _artifacts(settings, doc, plot_paths)
+    return plot_paths | {"json": f"reports/cvi/{run_id}.json"}
 
 
 def _artifacts(settings: Settings, doc: dict[str, Any], paths: dict[str, str]) -> None:

@@ -1,8 +1,8 @@
 """`nft1000/evaluate`: text-to-image top-K accuracy of a model on the exported test shards.
 
-Orchestration only. Embeds the shards' images and captions (tasks.embed), ranks
+Orchestration only. Embeds the shards' images and captions (tasks.evaluate.embed), ranks
 every caption's image within its collection and among all collections, exactly
-and in blocks (tasks.retrieval), and writes one row per (model, data, pool,
+and in blocks (tasks.evaluate.retrieval), and writes one row per (model, data, pool,
 collection, K) to ``tables/retrieval_results/<id>.parquet`` (the
 ``retrieval_results`` view of `nft1000 sql`), a PNG plot beside it under
 ``reports/``, and table, image and markdown artifacts. Runs after every
@@ -24,17 +24,19 @@ from prefect.artifacts import (
 )
 
 from flows.runner import artifact_key, task_runner
-from tasks.clip_model import load_clip
-from tasks.duck import connect, quote, s3_url, tables_root
-from tasks.embed import embed_shards
-from tasks.export_items import HOLDOUT
-from tasks.folders import open_folder
-from tasks.plots import topk_plot
-from tasks.retrieval import ALL, KS, POOLS, evaluate, result_rows, upsert_results
-from tasks.settings import Settings, load_settings
-from tasks.shard_reader import SIZES, open_shards
-from tasks.store import presigned_link
-from tasks.train import resolve_device
+from tasks.core import paths
+from tasks.core.duck import connect
+from tasks.core.folders import open_folder
+from tasks.core.s3 import presigned_link
+from tasks.core.settings import Settings, load_settings
+from tasks.core.sql import quote
+from tasks.evaluate.embed import embed_shards
+from tasks.evaluate.plots import topk_plot
+from tasks.evaluate.retrieval import ALL, KS, POOLS, evaluate, result_rows, upsert_results
+from tasks.export.items import HOLDOUT
+from tasks.train.loop import resolve_device
+from tasks.train.model import load_clip
+from tasks.train.shards import SIZES, open_shards
 
 SETTINGS = load_settings()
 
@@ -70,8 +72,8 @@ def evaluate_model(
             return {"model": label, "data": None, "skipped": True}
     shards = open_shards(data, settings)
     result_id = hashlib.sha256(f"{label}\n{shards.url}".encode()).hexdigest()[:16]
-    results_url = f"{tables_root(settings)}/retrieval_results/{result_id}.parquet"
-    tables = open_folder(tables_root(settings), settings)
+    results_url = f"{paths.tables_root(settings)}/retrieval_results/{result_id}.parquet"
+    tables = open_folder(paths.tables_root(settings), settings)
     if not force and tables.exists(f"retrieval_results/{result_id}.parquet"):
         logger.info("%s on %s was evaluated already: %s", label, shards.url, results_url)
         return {"model": label, "data": shards.url, "results": results_url, "skipped": True}
@@ -108,7 +110,7 @@ def evaluate_model(
         con.close()
 
     png = topk_plot(results, f"{label} on {shards.url}")
-    reports = open_folder(s3_url(settings, "reports", "retrieval"), settings)
+    reports = open_folder(paths.url(settings, "reports", "retrieval"), settings)
     reports.put(f"{result_id}.png", png)
     _artifacts(settings, rows, label, shards.url, f"reports/retrieval/{result_id}.png")
     summary = {
@@ -130,7 +132,7 @@ def evaluate_model(
 def _held_out_split(settings: Settings) -> str | None:
     """The export's test split, else its holdout split; None when it has neither."""
     for split in ("test", HOLDOUT):
-        url = s3_url(settings, "exports", "webdataset", split)
+        url = paths.url(settings, "exports", "webdataset", split)
         if open_folder(url, settings).exists(SIZES):
             return url
     return None
@@ -144,7 +146,7 @@ def resolve_model(model: str, architecture: str | None, settings: Settings) -> t
     if model.endswith(".pt"):
         arch = architecture or settings.model
         return arch, model, model
-    models = open_folder(s3_url(settings, "models"), settings)
+    models = open_folder(paths.url(settings, "models"), settings)
     pointer = "latest.json" if model == "latest" else f"{model}/latest.json"
     if not models.exists(pointer):
         raise ValueError(f"no finished nft1000/finetune run at models/{pointer}")

@@ -1,9 +1,9 @@
 """`nft1000/export`: the dataset in the formats people train on, to S3 or a folder.
 
 Orchestration only. ``webdataset``: tar shards of a fixed number of samples per
-split, each shard one Dask task (tasks.webdataset), then the shard lists that
+split, each shard one Dask task (tasks.export.webdataset), then the shard lists that
 open_clip_train reads. ``nft1000``: the released NFT1000 folder layout, one Dask
-task per block of a collection (tasks.layout_export), plus each collection's
+task per block of a collection (tasks.export.layout_export), plus each collection's
 metadata_dashboard.json. Both are resumable: what is already written is skipped.
 """
 
@@ -17,13 +17,13 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 
 from flows.runner import task_runner
-from tasks.duck import connect, join, s3_url, tables_root
-from tasks.export_items import HOLDOUT, SPLITS, ExportItem, export_items
-from tasks.folders import open_folder
-from tasks.layout_export import LayoutExportResult, export_batch, write_dashboard
-from tasks.settings import Settings, load_settings
-from tasks.shard import BLOCK
-from tasks.webdataset import (
+from tasks.core import paths
+from tasks.core.duck import connect
+from tasks.core.folders import open_folder
+from tasks.core.settings import Settings, load_settings
+from tasks.export.items import HOLDOUT, SPLITS, ExportItem, export_items
+from tasks.export.layout_export import LayoutExportResult, export_batch, write_dashboard
+from tasks.export.webdataset import (
     Holdout,
     ShardOptions,
     ShardPlan,
@@ -32,6 +32,7 @@ from tasks.webdataset import (
     write_index,
     write_shard,
 )
+from tasks.ingest.blocks import BLOCK
 
 SETTINGS = load_settings()
 
@@ -74,7 +75,7 @@ def export(
     where every collection is a training collection (the demo).
     """
     settings = SETTINGS
-    target = destination or s3_url(settings, "exports", format)
+    target = destination or paths.url(settings, "exports", format)
     chosen = list(splits or SPLITS)
     if holdout and HOLDOUT not in chosen:
         chosen.append(HOLDOUT)
@@ -106,7 +107,7 @@ def _webdataset(
     for split in splits:
         items = export_items(
             con,
-            tables_root(settings),
+            paths.tables_root(settings),
             splits=[split],
             mini_only=mini_only,
             shuffled=True,
@@ -139,7 +140,12 @@ def _layout(
 ) -> dict[str, Any]:
     settings = SETTINGS
     items = export_items(
-        con, tables_root(settings), splits=splits, mini_only=mini_only, seed=seed, holdout=holdout
+        con,
+        paths.tables_root(settings),
+        splits=splits,
+        mini_only=mini_only,
+        seed=seed,
+        holdout=holdout,
     )
     folders: dict[str, str] = {}
     futures: list[PrefectFuture[LayoutExportResult]] = []
@@ -149,10 +155,10 @@ def _layout(
     total = LayoutExportResult()
     for future in futures:
         total.merge(future.result())
-    dashboards = open_folder(tables_root(settings), settings)
+    dashboards = open_folder(paths.tables_root(settings), settings)
     for contract, folder in folders.items():
         write_dashboard(
-            target, settings, folder, dashboards.get(join("dashboards", f"{contract}.json"))
+            target, settings, folder, dashboards.get(paths.join("dashboards", f"{contract}.json"))
         )
     failed: dict[str, int] = {}
     for failure in total.failed:

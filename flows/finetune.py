@@ -1,10 +1,10 @@
 """`nft1000/finetune`: fine-tune CLIP on the exported shards, plain or with dynamic masking.
 
 Orchestration only. For dynamic masking, each training collection's trait masks
-are built first where missing (one Dask task per collection, tasks.trait_masks:
+are built first where missing (one Dask task per collection, tasks.train.mask_store:
 official layers where configured, else derived from its training images). Then
 the model trains in this flow run's process, on its GPU when it has one
-(tasks.train), with checkpoints and logs in S3 under ``models/<name>/<run id>/``;
+(tasks.train.loop), with checkpoints and logs in S3 under ``models/<name>/<run id>/``;
 a rerun of a stopped run resumes it. A finished run updates
 ``models/<name>/latest.json`` and ``models/latest.json``, which nft1000/evaluate
 reads. Runs nightly on the `gpu` work pool (prefect.yaml).
@@ -29,22 +29,23 @@ from prefect.artifacts import (
 )
 
 from flows.runner import artifact_key, task_runner
-from tasks.duck import connect, s3_url, tables_root
-from tasks.export_items import ExportItem, export_items
-from tasks.folders import open_folder
-from tasks.settings import Settings, load_settings
-from tasks.shard_reader import open_shards
-from tasks.store import ObjectStore
-from tasks.train import Mode, Precision, TrainConfig, TrainResult, planned_steps, train
-from tasks.trait_masks import MaskReport, build_masks, load_masks, report_path
-from tasks.webdataset import Holdout, read_holdout
+from tasks.core import paths
+from tasks.core.duck import connect
+from tasks.core.folders import open_folder
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings, load_settings
+from tasks.export.items import ExportItem, export_items
+from tasks.export.webdataset import Holdout, read_holdout
+from tasks.train.loop import Mode, Precision, TrainConfig, TrainResult, planned_steps, train
+from tasks.train.mask_store import MaskReport, build_masks, load_masks, report_path
+from tasks.train.shards import open_shards
 
 SETTINGS = load_settings()
 
 
 @task(name="trait-masks", retries=1, retry_delay_seconds=10, task_run_name="{items[0].folder}")
 def collection_masks(items: list[ExportItem], settings: Settings, layers: str | None) -> MaskReport:
-    folder = open_folder(s3_url(settings, "masks"), settings)
+    folder = open_folder(paths.url(settings, "masks"), settings)
     art = Path(layers) if layers else None
     return build_masks(items, ObjectStore(settings), folder, layers=art)
 
@@ -94,19 +95,21 @@ def finetune(
         workers=workers,
         seed=settings.seed if seed is None else seed,
     )
-    shards = open_shards(train_data or s3_url(settings, "exports", "webdataset", "train"), settings)
+    shards = open_shards(
+        train_data or paths.url(settings, "exports", "webdataset", "train"), settings
+    )
     masks: dict[str, Any] = {}
     if config.mode == "dynamic-mask":
         reports = _ensure_masks(settings, rebuild_masks, read_holdout(shards.url, settings))
         if reports:
             _mask_artifact(reports)
-        folder = open_folder(s3_url(settings, "masks"), settings)
+        folder = open_folder(paths.url(settings, "masks"), settings)
         contracts = [p.removesuffix(".npz") for p in folder.walk() if p.endswith(".npz")]
         masks = load_masks(folder, contracts)
         logger.info("dynamic masking with the masks of %d collections", len(masks))
     run_name = name or run_folder_name(config)
     run_id = config.run_id(shards)
-    out_url = s3_url(settings, "models", run_name, run_id)
+    out_url = paths.url(settings, "models", run_name, run_id)
     progress = cast(
         UUID, create_progress_artifact(0.0, key=artifact_key("finetune", run_name, "progress"))
     )
@@ -134,7 +137,7 @@ def finetune(
         "train_data": shards.url,
         "config": asdict(config),
     }
-    models = open_folder(s3_url(settings, "models"), settings)
+    models = open_folder(paths.url(settings, "models"), settings)
     for path in (f"{run_name}/latest.json", "latest.json"):
         models.put(path, json.dumps(pointer, indent=1).encode())
     _training_artifacts(result, run_name, out_url)
@@ -151,7 +154,7 @@ def _ensure_masks(settings: Settings, rebuild: bool, holdout: Holdout | None) ->
     """Build the masks of every collection in the train split that has none yet, from its
     tokens less those the export held out (derived masks see no held-out image)."""
     layers = dict(entry.split("=", 1) for entry in settings.trait_layers if "=" in entry)
-    folder = open_folder(s3_url(settings, "masks"), settings)
+    folder = open_folder(paths.url(settings, "masks"), settings)
     con = connect(settings)
     try:
         futures = [
@@ -159,7 +162,7 @@ def _ensure_masks(settings: Settings, rebuild: bool, holdout: Holdout | None) ->
             for items in _by_contract(
                 export_items(
                     con,
-                    tables_root(settings),
+                    paths.tables_root(settings),
                     splits=["train"],
                     holdout=holdout.per_collection if holdout else 0,
                     seed=holdout.seed if holdout else 0,

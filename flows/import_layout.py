@@ -2,7 +2,7 @@
 
 Orchestration only. Users who already have NFT1000 (or an export of ours) skip
 ingest: each collection block's metadata and images are stored as blobs with a
-manifest exactly where ingest would write it (tasks.layout_import), one Dask
+manifest exactly where ingest would write it (tasks.export.layout_import), one Dask
 task per block; `nft1000/tables` then builds the tables from them.
 """
 
@@ -15,10 +15,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from flows.runner import task_runner
-from tasks.layout_import import ImportBatch, ImportResult, import_batch, plan_import
-from tasks.registry import registry_files
-from tasks.settings import Settings, load_settings
-from tasks.store import ObjectStore
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings, load_settings
+from tasks.export.layout_import import ImportBatch, ImportResult, import_batch, plan_import
+from tasks.ingest.registry import registry_files
 
 SETTINGS = load_settings()
 

@@ -23,17 +23,17 @@ from prefect.artifacts import (
 from prefect.futures import PrefectFuture, as_completed
 
 from flows.runner import artifact_key, task_runner
-from tasks.chain import ChainReader, CollectionFacts, RpcError
-from tasks.registry import (
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings, load_settings
+from tasks.ingest.blocks import ShardResult, ShardSpec, plan_shards, run_shard
+from tasks.ingest.chain import ChainReader, CollectionFacts, RpcError
+from tasks.ingest.registry import (
     CollectionTarget,
     collection_name,
     load_registry,
     parse_target,
     registry_files,
 )
-from tasks.settings import Settings, load_settings
-from tasks.shard import ShardResult, ShardSpec, plan_shards, run_shard
-from tasks.store import ObjectStore
 
 SETTINGS = load_settings()
 
@@ -85,7 +85,7 @@ def ingest_shard(spec: ShardSpec, settings: Settings) -> ShardResult:
 def ingest(
     collections: list[str] | None = None, shard_size: int | None = None
 ) -> list[dict[str, object]]:
-    """Ingest collections named in the registry or by address (see tasks.registry)."""
+    """Ingest collections named in the registry or by address (see tasks.ingest.registry)."""
     logger = get_run_logger()
     settings = SETTINGS if shard_size is None else SETTINGS.replace(shard_size=shard_size)
     specs = collections or list(settings.collections)

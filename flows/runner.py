@@ -8,7 +8,7 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner
 from prefect_dask.task_runners import DaskTaskRunner
 
-from tasks.settings import Settings
+from tasks.core.settings import Settings
 
 
 def task_runner(settings: Settings) -> TaskRunner[PrefectFuture[Any]]:

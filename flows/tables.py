@@ -1,8 +1,8 @@
 """`nft1000/tables`: the dataset tables, from the manifests and metadata in S3.
 
 Orchestration only. Stage one writes one tokens file per manifest block on Dask
-(tasks.token_table; unchanged blocks are skipped); stage two builds every other
-table in DuckDB from those files (tasks.tables) and writes them back to S3.
+(tasks.tables.tokens; unchanged blocks are skipped); stage two builds every other
+table in DuckDB from those files (tasks.tables.build) and writes them back to S3.
 Runs after each ingest or import (a deployment trigger in prefect.yaml) and on
 its own.
 """
@@ -14,13 +14,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
 
 from flows.runner import task_runner
-from tasks.duck import connect, tables_root
-from tasks.folders import open_folder
-from tasks.settings import Settings, load_settings
-from tasks.splits import load_split_rules
-from tasks.store import ObjectStore
-from tasks.tables import TablesResult, build_tables
-from tasks.token_table import BlockResult, build_block, manifest_keys, prune_tokens
+from tasks.core import paths
+from tasks.core.duck import connect
+from tasks.core.folders import open_folder
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings, load_settings
+from tasks.tables.build import TablesResult, build_tables
+from tasks.tables.splits import load_split_rules
+from tasks.tables.tokens import BlockResult, build_block, manifest_keys, prune_tokens
 
 SETTINGS = load_settings()
 BLOCKS_PER_TASK = 10  # a Dask task costs ~0.2 s; a block ~0.1-0.5 s
@@ -36,7 +37,7 @@ def tokens_blocks(keys: list[str], settings: Settings, rebuild: bool) -> list[Bl
 @task(name="build-tables")
 def build_all(settings: Settings, seed: int, mini_per_collection: int) -> TablesResult:
     """Every table from every tokens file, in DuckDB (in the flow's process)."""
-    root = tables_root(settings)
+    root = paths.tables_root(settings)
     con = connect(settings, memory_limit=settings.duckdb_memory_limit)
     try:
         rules = load_split_rules(settings.partitioning, settings.registries)

@@ -1,9 +1,9 @@
-"""Make the built-in NFT1000 registry (tasks/registry_data/nft1000.json) from NFT1000's files.
+"""Make the built-in NFT1000 registry (tasks/ingest/registry_data) from NFT1000's files.
 
     python -m infra.build_registry PATH/collections.json PATH/partitioning.json [--output FILE]
 
 It keeps facts only: each collection's name, contract address, total supply and
-split, with the split's quirks resolved by tasks.splits.load_partitioning (the code
+split, with the split's quirks resolved by tasks.tables.splits.load_partitioning (the code
 nft1000/tables ran on the two files before the registry was built in) and its notes
 on them. Descriptions, URLs, checksums and every other text of the files stay out.
 One collection per line, sorted, so a new NFT1000 release reads as a small diff.
@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.chain import ADDRESS
-from tasks.registry import BUILTIN_REGISTRY
-from tasks.splits import load_partitioning, registry_aliases
+from tasks.ingest.chain import ADDRESS
+from tasks.ingest.registry import BUILTIN_REGISTRY
+from tasks.tables.splits import load_partitioning, registry_aliases
 
 SOURCE = (
     "Facts from NFT1000's collections.json and partitioning.json (the NFT1000 authors' "

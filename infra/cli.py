@@ -21,9 +21,9 @@ from pathlib import Path
 
 from infra import collections_cmd, demo, deployments, sql_shell, stack
 from infra.process import ServiceError
-from tasks.settings import load_settings
-from tasks.store import ObjectStore
-from tasks.summary import summarize
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import load_settings
+from tasks.ingest.summary import summarize
 
 Run = Callable[[argparse.Namespace], int]
 

@@ -16,9 +16,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 from infra import stack
-from tasks.registry import BUILTIN_REGISTRY, load_registry, read_registry, registry_files
-from tasks.settings import Settings, load_settings
-from tasks.splits import SHARES, load_split_rules, published_split, split_for
+from tasks.core.settings import Settings, load_settings
+from tasks.ingest.registry import BUILTIN_REGISTRY, load_registry, read_registry, registry_files
+from tasks.tables.splits import SHARES, load_split_rules, published_split, split_for
 
 SHOWN = 20  # rows printed unless --limit says otherwise
 COLUMNS = ("name", "address", "supply", "split", "registry")

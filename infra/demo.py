@@ -32,11 +32,12 @@ import duckdb
 
 from infra import deployments, sql_shell, stack
 from infra.process import ServiceError
-from tasks.duck import s3_url, sql_text
-from tasks.settings import Settings, load_settings
-from tasks.store import ObjectStore
-from tasks.summary import summarize
-from tasks.webdataset import read_index
+from tasks.core import paths
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings, load_settings
+from tasks.core.sql import sql_text
+from tasks.export.webdataset import read_index
+from tasks.ingest.summary import summarize
 
 # What the demo ingests: a slice of the 10,000 Moonbirds on the demo chain (the rest
 # is one `prefect deployment run nft1000/ingest` away) and the 1,000 Loot bags.
@@ -46,7 +47,7 @@ HOLDOUT = 500
 # The tiny model reads 64 px; shards of 500 keep both Dask workers busy to the end.
 DEMO_EXPORT = {"holdout": str(HOLDOUT), "shortest_side": "64", "samples_per_shard": "500"}
 # The stack's model is the tiny CLIP from random weights on the CPU: nft1000/finetune
-# takes its measured budget (tasks/model_configs/tiny_clip/training.json) by default.
+# takes its measured budget (tasks/train/model_configs/tiny_clip/training.json) by default.
 DEMO_FINETUNE = {"workers": "1"}
 LOG_TAIL = 25
 
@@ -248,7 +249,7 @@ def _finetune_report(settings: Settings) -> str:
 
 
 def _evaluate_report(settings: Settings) -> str:
-    rows = _query(settings, sql_text("last_accuracy"))
+    rows = _query(settings, sql_text("shell/last_accuracy"))
     if not rows:
         return "nothing evaluated"
     _, data, _, _, _, queries = rows[0]
@@ -257,7 +258,7 @@ def _evaluate_report(settings: Settings) -> str:
 
 
 def _cvi_report(settings: Settings) -> str:
-    rows = _query(settings, sql_text("last_cvi"))
+    rows = _query(settings, sql_text("shell/last_cvi"))
     return ", ".join(f"{name} CVI {_number(cvi)}" for name, cvi, _ in rows) or "no CVI rows"
 
 
@@ -272,7 +273,7 @@ REPORTS: dict[str, Callable[[Settings], str]] = {
 
 
 def _export_index(settings: Settings) -> dict[str, Any]:
-    return read_index(s3_url(settings, "exports", "webdataset"), settings) or {}
+    return read_index(paths.url(settings, "exports", "webdataset"), settings) or {}
 
 
 def exported_samples(settings: Settings) -> dict[str, dict[str, int]]:
@@ -283,7 +284,7 @@ def exported_samples(settings: Settings) -> dict[str, dict[str, int]]:
 
 def summary_table(settings: Settings, exported: Mapping[str, Mapping[str, int]]) -> str:
     """The closing table: one row per collection, from ingest to CVI."""
-    rows = _query(settings, sql_text("demo_summary"))
+    rows = _query(settings, sql_text("shell/demo_summary"))
     header = (
         "collection",
         "tokens",

@@ -21,7 +21,7 @@ from typing import Any, cast
 from eth_abi.abi import encode
 
 from infra.process import ServiceSpec
-from tasks.chain import encode_call
+from tasks.ingest.chain import encode_call
 
 CHAIN_DIR = Path(__file__).resolve().parent / "chain"
 ANVIL = CHAIN_DIR / "node_modules" / ".bin" / "anvil"
@@ -90,7 +90,7 @@ def compile_contracts(out: Path) -> dict[str, Any]:
 
 
 def rpc(rpc_url: str, method: str, params: list[Any]) -> Any:
-    """One plain JSON-RPC call to the demo node (deployment only; reads use tasks.chain)."""
+    """One plain JSON-RPC call to the demo node (deployment only; reads use tasks.ingest.chain)."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
     req = urllib.request.Request(
         rpc_url, data=body, headers={"Content-Type": "application/json"}, method="POST"

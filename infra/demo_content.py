@@ -16,8 +16,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.ipfs.car import write_car
-from tasks.ipfs.importer import add_directory
+from tasks.ingest.ipfs.car import write_car
+from tasks.ingest.ipfs.importer import add_directory
 
 CAR_NAME = "moonbirds.car"
 INFO_NAME = "moonbirds.json"

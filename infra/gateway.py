@@ -18,9 +18,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tasks.ipfs import unixfs
-from tasks.ipfs.car import read_car, write_car
-from tasks.ipfs.cid import CID
+from tasks.ingest.ipfs import unixfs
+from tasks.ingest.ipfs.car import read_car, write_car
+from tasks.ingest.ipfs.cid import CID
 
 CAR_TYPE = "application/vnd.ipld.car; version=1"
 RAW_TYPE = "application/vnd.ipld.raw"

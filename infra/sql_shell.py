@@ -1,7 +1,7 @@
 """`nft1000 sql`: DuckDB SQL over the run's tables in S3, as views named after them.
 
 Views: tokens, traits, rarity, captions, prompts, splits, collection_splits,
-manifests (sql/views.sql), retrieval_results once nft1000/evaluate has run and cvi
+manifests (sql/shell/views.sql), retrieval_results once nft1000/evaluate has run and cvi
 once nft1000/cvi has.
 A query given as an argument runs and prints; with none, statements are read
 from standard input. Statements are split by DuckDB's own parser, so a ``;``
@@ -14,19 +14,21 @@ import sys
 
 import duckdb
 
-from tasks.duck import connect, run_sql, s3_url, tables_root
-from tasks.settings import Settings
+from tasks.core import paths
+from tasks.core.duck import connect
+from tasks.core.settings import Settings
+from tasks.core.sql import run_sql
 
 # Result tables that exist once a flow has written them: folder under tables/ -> views file.
-RESULT_VIEWS = {"retrieval_results": "retrieval_views", "cvi": "cvi_views"}
+RESULT_VIEWS = {"retrieval_results": "shell/retrieval_views", "cvi": "shell/cvi_views"}
 
 
 def open_views(settings: Settings) -> duckdb.DuckDBPyConnection:
     """A connection with a view per table of the configured bucket and prefix."""
     con = connect(settings)
-    con.execute("SET VARIABLE tables = ?", [tables_root(settings)])
-    con.execute("SET VARIABLE manifests = ?", [s3_url(settings, "manifests")])
-    run_sql(con, "views")
+    con.execute("SET VARIABLE tables = ?", [paths.tables_root(settings)])
+    con.execute("SET VARIABLE manifests = ?", [paths.url(settings, "manifests")])
+    run_sql(con, "shell/views")
     for folder, views in RESULT_VIEWS.items():
         found = con.execute(
             "SELECT count(*) FROM glob(getvariable('tables') || ? || '/*.parquet')", [f"/{folder}"]

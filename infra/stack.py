@@ -32,7 +32,7 @@ import botocore.exceptions
 from infra.demo_chain import anvil_spec, compile_contracts, deploy_demo, read_loot_uris
 from infra.demo_content import build_moonbirds
 from infra.process import ServiceSpec, free_port, read_pid, start, stop
-from tasks.model_configs import TINY_ARCHITECTURE
+from tasks.train.model_configs import TINY_ARCHITECTURE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The demo's real data (with SOURCE and licence notes), shipped with the package;

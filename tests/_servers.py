@@ -18,7 +18,7 @@ from typing import Self
 import aiohttp
 from aiohttp import web
 
-from tasks.ipfs.car import read_car, write_car
+from tasks.ingest.ipfs.car import read_car, write_car
 
 
 class BackgroundServer:

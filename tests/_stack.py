@@ -18,10 +18,10 @@ from PIL import Image
 from infra import stack
 from infra.demo_chain import deploy_contract, rpc, send_transaction
 from infra.demo_content import MoonbirdsContent
-from tasks.chain import encode_call
-from tasks.ipfs.car import write_car
-from tasks.ipfs.importer import add_directory
-from tasks.settings import Settings
+from tasks.core.settings import Settings
+from tasks.ingest.chain import encode_call
+from tasks.ingest.ipfs.car import write_car
+from tasks.ingest.ipfs.importer import add_directory
 
 MOONBIRDS_ARCHIVE = stack.MOONBIRDS_ARCHIVE
 LOOT_ARCHIVE = stack.LOOT_ARCHIVE

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 
 from _stack import read_moonbirds
 
-from tasks.export_items import ExportItem, safe_names
-from tasks.masking import caption
-from tasks.settings import Settings
-from tasks.store import ObjectStore
-from tasks.webdataset import ShardOptions, plan_shards, write_index, write_shard
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings
+from tasks.export.items import ExportItem, safe_names
+from tasks.export.webdataset import ShardOptions, plan_shards, write_index, write_shard
+from tasks.train.mask_draw import caption
 
 MOONBIRDS = ("Moonbirds", "0x23581767a106ae21c074b2276d25e5c3e136a68b")
 FOLDER = safe_names([MOONBIRDS])[MOONBIRDS]

@@ -39,8 +39,8 @@ from infra import stack
 from infra.demo_chain import anvil_spec, compile_contracts, deploy_demo, read_loot_uris
 from infra.demo_content import build_moonbirds
 from infra.process import ServiceSpec, start, stop
-from tasks.settings import Settings
-from tasks.store import ObjectStore
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings
 
 
 def _cache_dir(config: pytest.Config, tmp: pytest.TempPathFactory) -> Path:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from bench import cvi
-from tasks.cvi import CviRow
-from tasks.embedding_files import from_parquet
+from tasks.evaluate.cvi import CviRow
+from tasks.evaluate.embedding_files import from_parquet
 
 # A private SeaweedFS prepares the Moonbirds shards, as in test_bench_train.
 pytestmark = pytest.mark.services

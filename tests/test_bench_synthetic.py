@@ -28,8 +28,8 @@ from bench.synthetic import (
     load_layers,
     write_tokens,
 )
-from tasks.duck import run_sql
-from tasks.traits import NO_TRAIT_TYPE, normalise_traits
+from tasks.core.sql import run_sql
+from tasks.tables.traits import NO_TRAIT_TYPE, normalise_traits
 
 N_TOKENS = 10_000
 Generated = list[tuple[SyntheticCollection, list[tuple[int, dict[str, Any]]]]]
@@ -275,9 +275,9 @@ EXPECTED = {
 
 
 def write_hand_tokens(path: Path) -> None:
-    """The TOKENS rows in the real tokens schema (sql/tokens.sql), as parquet."""
+    """The TOKENS rows in the real tokens schema (sql/tables/tokens.sql), as parquet."""
     con = duckdb.connect()
-    run_sql(con, "tokens")
+    run_sql(con, "tables/tokens")
     for token_id, name, description, traits in TOKENS:
         items = ", ".join([TRAIT] * len(traits))
         con.execute(

@@ -14,10 +14,10 @@ import pytest
 
 from bench import evaluate, masking_experiment, train
 from bench.moonbird_shards import CONTRACT, Params, Prepared, prepare
-from tasks.folders import open_folder
-from tasks.masking import BACKDROP_COVER
-from tasks.settings import Settings
-from tasks.shard_reader import read_shard
+from tasks.core.folders import open_folder
+from tasks.core.settings import Settings
+from tasks.train.mask_draw import BACKDROP_COVER
+from tasks.train.shards import read_shard
 
 pytestmark = pytest.mark.services
 

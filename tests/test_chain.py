@@ -22,8 +22,8 @@ from infra.demo_chain import (
 )
 from infra.process import free_port, running
 from infra.stack import LOOT_ARCHIVE
-from tasks.chain import ChainReader, NotAContract, StringTooLarge, decode_string, encode_call
-from tasks.errors import ItemError
+from tasks.core.errors import ItemError
+from tasks.ingest.chain import ChainReader, NotAContract, StringTooLarge, decode_string, encode_call
 
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 MOONBIRDS = 300

@@ -25,10 +25,10 @@ from bench.composed import (
     write_export,
 )
 from bench.synthetic import LAYER_ORDER
-from tasks.folders import open_folder
-from tasks.masking import caption
-from tasks.settings import Settings
-from tasks.shard_reader import open_shards, read_shard
+from tasks.core.folders import open_folder
+from tasks.core.settings import Settings
+from tasks.train.mask_draw import caption
+from tasks.train.shards import open_shards, read_shard
 
 SMALL = Plan(values=(2, 3), tokens=20, size=32)
 

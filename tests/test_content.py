@@ -7,10 +7,10 @@ import io
 import pytest
 from PIL import Image
 
-from tasks.content import ImageInfo, image_reference, inspect_image, is_svg, parse_metadata
-from tasks.errors import ItemError
-from tasks.settings import Settings
-from tasks.uris import DataLocation, resolve_uri
+from tasks.core.content import ImageInfo, image_reference, inspect_image, is_svg, parse_metadata
+from tasks.core.errors import ItemError
+from tasks.core.settings import Settings
+from tasks.ingest.uris import DataLocation, resolve_uri
 
 
 def png(size: tuple[int, int], mode: str = "RGB") -> bytes:

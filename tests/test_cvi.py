@@ -1,4 +1,4 @@
-"""CVI from sql/cvi.sql against a direct numpy computation, and the rank correlation."""
+"""CVI from sql/evaluate/cvi.sql against a direct numpy computation, and the rank correlation."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import duckdb
 import numpy as np
 import pytest
 
-from tasks.cvi import CviRow, Top1, compute_cvi, correlations, cvi_results, spearman
-from tasks.embedding_files import to_parquet
-from tasks.retrieval import within_top1
+from tasks.evaluate.cvi import CviRow, Top1, compute_cvi, correlations, cvi_results, spearman
+from tasks.evaluate.embedding_files import to_parquet
+from tasks.evaluate.retrieval import within_top1
 
 SIZES = {"Apes": 300, "Birds": 41, "Cats": 2, "Dots": 1}
 

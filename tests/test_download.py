@@ -9,12 +9,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from infra.gateway import make_app
-from tasks.download import download
-from tasks.errors import ItemError
-from tasks.fetch import SafeFetcher
-from tasks.ipfs.importer import add_directory
-from tasks.settings import Settings
-from tasks.uris import IpfsLocation
+from tasks.core.errors import ItemError
+from tasks.core.settings import Settings
+from tasks.ingest.download import download
+from tasks.ingest.fetch import SafeFetcher
+from tasks.ingest.ipfs.importer import add_directory
+from tasks.ingest.uris import IpfsLocation
 
 FILE = b"\x89PNG pretend image" * 100
 

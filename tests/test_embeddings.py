@@ -9,16 +9,17 @@ import pytest
 import torch
 from _train_data import MOONBIRDS, moonbird_items, write_split
 
-from tasks.clip_model import ClipModel, load_clip
-from tasks.duck import connect, s3_url
-from tasks.embed import embed_shards
-from tasks.embedding_files import from_parquet, read_files, to_parquet
-from tasks.embeddings import SHARDS_PER_FILE, embed_split, shard_groups
-from tasks.folders import open_folder
-from tasks.model_configs import TINY_ARCHITECTURE
-from tasks.settings import Settings
-from tasks.shard_reader import ShardSet, open_shards
-from tasks.store import ObjectStore
+from tasks.core import paths
+from tasks.core.duck import connect
+from tasks.core.folders import open_folder
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings
+from tasks.evaluate.embed import embed_shards
+from tasks.evaluate.embedding_files import from_parquet, read_files, to_parquet
+from tasks.evaluate.embedding_store import SHARDS_PER_FILE, embed_split, shard_groups
+from tasks.train.model import ClipModel, load_clip
+from tasks.train.model_configs import TINY_ARCHITECTURE
+from tasks.train.shards import ShardSet, open_shards
 
 pytestmark = pytest.mark.services
 
@@ -42,7 +43,7 @@ def shards(store: ObjectStore, settings: Settings, tmp_path: Path) -> ShardSet:
 def test_a_split_is_embedded_once_per_group_and_a_lost_group_alone_is_redone(
     clip: ClipModel, shards: ShardSet, settings: Settings
 ) -> None:
-    out = s3_url(settings, "embeddings", "run", "test")
+    out = paths.url(settings, "embeddings", "run", "test")
     first = embed_split(clip, shards, out, settings, device=CPU, batch_size=16, workers=2)
     groups = shard_groups(shards)
     assert [len(g) for g in groups] == [SHARDS_PER_FILE, 12 - SHARDS_PER_FILE]
@@ -80,11 +81,11 @@ def test_duckdb_reads_the_float16_files_as_float_lists(settings: Settings) -> No
     back = from_parquet(data)
     assert back[0] == tokens
     assert np.array_equal(back[1], images.astype(np.float16).astype(np.float32))
-    folder = open_folder(s3_url(settings, "embeddings"), settings)
+    folder = open_folder(paths.url(settings, "embeddings"), settings)
     folder.put("x.parquet", data)
     con = connect(settings)
     try:
-        url = s3_url(settings, "embeddings", "x.parquet")
+        url = paths.url(settings, "embeddings", "x.parquet")
         rows = con.execute(
             "SELECT collection, typeof(image), image FROM read_parquet(?) ORDER BY 1", [url]
         ).fetchall()

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tasks.errors import ItemError
-from tasks.fetch import SafeFetcher, is_public_address
-from tasks.settings import Settings
+from tasks.core.errors import ItemError
+from tasks.core.settings import Settings
+from tasks.ingest.fetch import SafeFetcher, is_public_address
 
 
 @dataclass

@@ -19,10 +19,10 @@ from infra.gateway import CAR_TYPE, RAW_TYPE, make_app
 from infra.process import free_port, running
 from infra.stack import MOONBIRDS_ARCHIVE as ARCHIVE
 from infra.stack import StackConfig, gateway_spec
-from tasks.ipfs.car import read_car
-from tasks.ipfs.cid import CID
-from tasks.ipfs.importer import add_directory
-from tasks.ipfs.verify import file_from_car
+from tasks.ingest.ipfs.car import read_car
+from tasks.ingest.ipfs.cid import CID
+from tasks.ingest.ipfs.importer import add_directory
+from tasks.ingest.ipfs.verify import file_from_car
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENS = 50

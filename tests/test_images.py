@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks import images
+from tasks.export import images
 
 SVG = (
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}">'

@@ -20,9 +20,9 @@ from _servers import GatewayProxy
 from _stack import MOONBIRDS, Services
 from botocore.exceptions import ClientError
 
-from tasks.manifest import from_parquet, to_parquet
-from tasks.settings import Settings, load_settings
-from tasks.shard import (
+from tasks.core.s3 import ObjectStore, StoredBlob
+from tasks.core.settings import Settings, load_settings
+from tasks.ingest.blocks import (
     ShardSpec,
     load_rows,
     manifest_key,
@@ -30,15 +30,15 @@ from tasks.shard import (
     plan_shards,
     run_shard,
 )
-from tasks.store import ObjectStore, StoredBlob
+from tasks.ingest.manifest import from_parquet, to_parquet
 
 pytestmark = pytest.mark.services
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import sys
-from tasks.settings import load_settings
-from tasks.shard import ShardSpec, run_shard
+from tasks.core.settings import load_settings
+from tasks.ingest.blocks import ShardSpec, run_shard
 run_shard(ShardSpec("Moonbirds", sys.argv[1], 0, int(sys.argv[2])), load_settings())
 """
 KILL_AFTER_PARTS = 4

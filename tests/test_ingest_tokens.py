@@ -29,12 +29,12 @@ from _servers import GatewayProxy, Origin
 from _stack import MOONBIRDS, MOONBIRDS_ARCHIVE, QUIRKS_IMAGE_CAP, Services, prefix_for
 from PIL import Image
 
-from tasks.ipfs.cid import CID
-from tasks.ipfs.importer import add_bytes
-from tasks.manifest import ManifestRow, from_parquet
-from tasks.settings import Settings
-from tasks.shard import ShardResult, ShardSpec, manifest_key, plan_shards, run_shard
-from tasks.store import ObjectStore
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings
+from tasks.ingest.blocks import ShardResult, ShardSpec, manifest_key, plan_shards, run_shard
+from tasks.ingest.ipfs.cid import CID
+from tasks.ingest.ipfs.importer import add_bytes
+from tasks.ingest.manifest import ManifestRow, from_parquet
 
 pytestmark = pytest.mark.services
 

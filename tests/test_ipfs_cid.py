@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from tasks.ipfs.cid import CID, DAG_PB, IDENTITY, RAW, SHA2_256, b58encode
+from tasks.ingest.ipfs.cid import CID, DAG_PB, IDENTITY, RAW, SHA2_256, b58encode
 
 # "Hello Worlds!\n" added by kubo (its sharness test t0040): CIDv0, and the same node as CIDv1.
 V0 = "QmVr26fY1tKyspEJBniVhqxQeEjhF78XerGiqWAwraVLQH"

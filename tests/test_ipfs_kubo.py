@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from tasks.ipfs.importer import CHUNK_SIZE, HAMT_THRESHOLD, MAX_LINKS, add_bytes, add_directory
+from tasks.ingest.ipfs.importer import (
+    CHUNK_SIZE,
+    HAMT_THRESHOLD,
+    MAX_LINKS,
+    add_bytes,
+    add_directory,
+)
 
 
 @pytest.fixture(scope="module")

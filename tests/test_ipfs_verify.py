@@ -6,13 +6,13 @@ import random
 
 import pytest
 
-from tasks.errors import ItemError
-from tasks.ipfs import dagpb
-from tasks.ipfs.car import read_car, write_car
-from tasks.ipfs.cid import CID, DAG_PB, IDENTITY, RAW
-from tasks.ipfs.dagpb import PBLink, UnixFSData
-from tasks.ipfs.importer import CHUNK_SIZE, MAX_LINKS, Tree, add_bytes, add_directory
-from tasks.ipfs.verify import file_from_car
+from tasks.core.errors import ItemError
+from tasks.ingest.ipfs import dagpb
+from tasks.ingest.ipfs.car import read_car, write_car
+from tasks.ingest.ipfs.cid import CID, DAG_PB, IDENTITY, RAW
+from tasks.ingest.ipfs.dagpb import PBLink, UnixFSData
+from tasks.ingest.ipfs.importer import CHUNK_SIZE, MAX_LINKS, Tree, add_bytes, add_directory
+from tasks.ingest.ipfs.verify import file_from_car
 
 LIMIT = 64 * 1024 * 1024
 

@@ -18,16 +18,18 @@ import pytest
 from _stack import Services, data_uri_bytes, noise_png, read_moonbirds
 from PIL import Image
 
-from tasks.content import inspect_image
-from tasks.export_items import ExportItem, safe_names
-from tasks.folders import open_folder
-from tasks.layout_export import (
+from tasks.core.content import inspect_image
+from tasks.core.folders import open_folder
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings
+from tasks.export.items import ExportItem, safe_names
+from tasks.export.layout_export import (
     LayoutExportResult,
     export_batch,
     token_paths,
     write_dashboard,
 )
-from tasks.layout_import import (
+from tasks.export.layout_import import (
     ImportNote,
     ImportResult,
     LayoutFile,
@@ -35,11 +37,9 @@ from tasks.layout_import import (
     parse_layout_path,
     plan_import,
 )
-from tasks.manifest import ManifestRow, from_parquet
-from tasks.registry import BUILTIN_REGISTRY
-from tasks.settings import Settings
-from tasks.shard import ShardSpec, manifest_key
-from tasks.store import ObjectStore
+from tasks.ingest.blocks import ShardSpec, manifest_key
+from tasks.ingest.manifest import ManifestRow, from_parquet
+from tasks.ingest.registry import BUILTIN_REGISTRY
 
 pytestmark = pytest.mark.services
 

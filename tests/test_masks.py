@@ -22,8 +22,8 @@ from bench.masks import (
 )
 from bench.synthetic import LAYERS_ARCHIVE
 from infra.stack import MOONBIRDS_LAYERS
-from tasks.images import PNG_MIME, decode
-from tasks.masks import (
+from tasks.export.images import PNG_MIME, decode
+from tasks.train.masks import (
     DerivedMasks,
     Key,
     LayerArt,

@@ -3,7 +3,7 @@
 Real Moonbirds go through the S3 store into WebDataset shards; then
 ``python -m open_clip_train.main`` runs one epoch with no ``--train-num-samples``,
 so the epoch size it logs comes from our ``sizes.json``. The model is
-``tasks/model_configs/tiny_clip`` (3.4 M parameters) through open_clip's
+``tasks/train/model_configs/tiny_clip`` (3.4 M parameters) through open_clip's
 ``local-dir:`` schema; no weights are downloaded.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from test_webdataset import export, moonbird_items
 
-from tasks.model_configs import TINY
-from tasks.settings import Settings
-from tasks.store import ObjectStore
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings
+from tasks.train.model_configs import TINY
 
 pytestmark = pytest.mark.services
 

@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 
 from infra.cli import main
-from tasks.chain import CollectionFacts
-from tasks.registry import (
+from tasks.core.settings import Settings, load_settings
+from tasks.ingest.blocks import BLOCK, ShardSpec, plan_shards
+from tasks.ingest.chain import CollectionFacts
+from tasks.ingest.registry import (
     CollectionTarget,
     collection_name,
     load_registry,
     parse_target,
     registry_files,
 )
-from tasks.settings import Settings, load_settings
-from tasks.shard import BLOCK, ShardSpec, plan_shards
-from tasks.splits import load_split_rules, split_for
+from tasks.tables.splits import load_split_rules, split_for
 
 MOONBIRDS_MAINNET = "0x23581767a106ae21c074b2276d25e5c3e136a68b"
 AZUKI_MAINNET = "0xed5af388653567af2f388e6224dc7c4b3241c544"

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tasks.cvi import CviRow
-from tasks.plots import (
+from tasks.evaluate.cvi import CviRow
+from tasks.evaluate.plots import (
     BARS_WIDTH_INCHES,
     DPI,
     MAX_BARS,
@@ -32,7 +32,7 @@ from tasks.plots import (
     select_bars,
     topk_plot,
 )
-from tasks.retrieval import evaluate
+from tasks.evaluate.retrieval import evaluate
 
 
 def test_a_topk_plot_is_a_png_with_a_panel_per_pool() -> None:

@@ -1,4 +1,4 @@
-"""Top-K retrieval accuracy (tasks.retrieval): hand-checked ranks, ties, blocked against
+"""Top-K retrieval accuracy (tasks.evaluate.retrieval): hand-checked ranks, ties, blocked against
 dense, within against pooled, float16 inputs, the DuckDB results table, bad inputs.
 
 Exactness checks use random sign vectors of dimension 64: normalised, every entry is
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.retrieval import (
+from tasks.evaluate.retrieval import (
     ALL,
     KS,
     MAX_CANDIDATE_BLOCK,

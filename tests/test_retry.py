@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from tasks.retry import backoff_delay
+from tasks.core.retry import backoff_delay
 
 
 def test_delays_spread_under_a_doubling_capped_step() -> None:

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.folders import LocalFolder
-from tasks.settings import Settings
-from tasks.shard_batches import ShardBatches
-from tasks.shard_reader import open_shards, read_shard
+from tasks.core.folders import LocalFolder
+from tasks.core.settings import Settings
+from tasks.train.batches import ShardBatches
+from tasks.train.shards import open_shards, read_shard
 
 
 def _png(colour: int) -> bytes:

@@ -15,9 +15,9 @@ import duckdb
 import pytest
 
 from infra.build_registry import SOURCE, build, main, render
-from tasks.chain import ADDRESS
-from tasks.registry import BUILTIN_REGISTRY, load_registry
-from tasks.splits import (
+from tasks.ingest.chain import ADDRESS
+from tasks.ingest.registry import BUILTIN_REGISTRY, load_registry
+from tasks.tables.splits import (
     Partitioning,
     build_splits,
     hashed_split,
@@ -99,7 +99,7 @@ def test_unknown_collections_split_by_a_stable_hash(nft1000: Partitioning) -> No
 def test_hashed_split_is_the_same_in_another_process() -> None:
     names = [f"collection-{i}" for i in range(200)]
     code = (
-        "import json, sys; from tasks.splits import hashed_split; "
+        "import json, sys; from tasks.tables.splits import hashed_split; "
         "print(json.dumps([hashed_split(n) for n in json.loads(sys.argv[1])]))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

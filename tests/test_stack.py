@@ -41,13 +41,14 @@ from infra.stack import (
     status,
     up,
 )
-from tasks.chain import ChainReader
-from tasks.duck import connect, s3_url, tables_root
-from tasks.model_configs import TINY_ARCHITECTURE, training_defaults
-from tasks.retrieval import KS, POOLS
-from tasks.settings import load_settings
-from tasks.store import ObjectStore
-from tasks.summary import summarize
+from tasks.core import paths
+from tasks.core.duck import connect
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import load_settings
+from tasks.evaluate.retrieval import KS, POOLS
+from tasks.ingest.chain import ChainReader
+from tasks.ingest.summary import summarize
+from tasks.train.model_configs import TINY_ARCHITECTURE, training_defaults
 
 
 def get_json(url: str, body: Any = None) -> Any:
@@ -226,7 +227,7 @@ def test_tables_and_export_deployments_end_to_end(
     assert tables.completed
     settings = load_settings(env)
     con = connect(settings)
-    root = tables_root(settings)
+    root = paths.tables_root(settings)
     captions = dict(
         con.execute(
             f"SELECT collection, any_value(method) FROM '{root}/captions.parquet' "
@@ -318,7 +319,7 @@ def test_finetune_and_evaluate_deployments_end_to_end(
     triggered = deployments.triggered_run(env, "nft1000/evaluate", since)
     assert triggered is not None
     assert deployments.watch(env, triggered).completed
-    held_out = s3_url(settings, "exports", "webdataset", "holdout")
+    held_out = paths.url(settings, "exports", "webdataset", "holdout")
     assert [k for k in store.list_keys("tables/retrieval_results/") if k.endswith(".parquet")]
     con = open_views(settings)
     try:

@@ -10,9 +10,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tasks.manifest import COLUMNS, ManifestRow, from_parquet, to_parquet
-from tasks.settings import Settings
-from tasks.store import ObjectStore
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings
+from tasks.ingest.manifest import COLUMNS, ManifestRow, from_parquet, to_parquet
 
 pytestmark = pytest.mark.services
 

@@ -1,4 +1,4 @@
-"""The dataset tables (tasks.tables) built from tokens files on local disk, no S3.
+"""The dataset tables (tasks.tables.build) built from tokens files on local disk, no S3.
 
 Real Moonbirds and Loot metadata are checked against counts taken straight from
 their JSON; adversarial metadata against open_clip's own tokenizer, text by
@@ -23,13 +23,14 @@ import pytest
 from open_clip.tokenizer import SimpleTokenizer
 
 from infra.stack import LOOT_ARCHIVE, MOONBIRDS_ARCHIVE
-from tasks import duck, masking
-from tasks.export_items import export_items
-from tasks.folders import LocalFolder
-from tasks.manifest import ManifestRow
-from tasks.splits import Partitioning, load_split_rules, split_for
-from tasks.tables import TablesResult, build_tables
-from tasks.token_table import TokenRecord, token_record, write_parquet
+from tasks.core import duck
+from tasks.core.folders import LocalFolder
+from tasks.export.items import export_items
+from tasks.ingest.manifest import ManifestRow
+from tasks.tables.build import TablesResult, build_tables
+from tasks.tables.splits import Partitioning, load_split_rules, split_for
+from tasks.tables.tokens import TokenRecord, token_record, write_parquet
+from tasks.train import mask_draw as masking
 
 MOONBIRDS = "0x23581767a106ae21c074b2276d25e5c3e136a68b"
 LOOT = "0xff9c1b15b16263c61d017ee9f65c50e4ae0113d7"
@@ -169,7 +170,7 @@ def real(
     return Built(root / "tokens", root / "tables", result)
 
 
-# What the captions and prompts should be (the rules at the top of sql/texts.sql).
+# What the captions and prompts should be (the rules at the top of sql/tables/texts.sql).
 
 
 @dataclass(frozen=True)

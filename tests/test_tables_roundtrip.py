@@ -21,22 +21,23 @@ import torch
 from _stack import Services, data_uri_bytes, read_moonbirds
 
 from infra import sql_shell
-from tasks.content import inspect_image
-from tasks.cvi import Top1, cvi_results
-from tasks.duck import connect, s3_url, tables_root
-from tasks.embedding_files import to_parquet as to_embeddings
-from tasks.export_items import ExportItem, export_items
-from tasks.folders import open_folder
-from tasks.layout_export import export_batch, token_paths, write_dashboard
-from tasks.layout_import import import_batch, plan_import
-from tasks.manifest import ManifestRow, to_parquet
-from tasks.retrieval import result_rows, summarise, upsert_results
-from tasks.settings import Settings
-from tasks.shard import BLOCK, ShardSpec, manifest_key
-from tasks.splits import Partitioning, load_split_rules
-from tasks.store import ObjectStore
-from tasks.tables import build_tables
-from tasks.token_table import BlockResult, build_block, manifest_keys, tokens_key
+from tasks.core import paths
+from tasks.core.content import inspect_image
+from tasks.core.duck import connect
+from tasks.core.folders import open_folder
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings
+from tasks.evaluate.cvi import Top1, cvi_results
+from tasks.evaluate.embedding_files import to_parquet as to_embeddings
+from tasks.evaluate.retrieval import result_rows, summarise, upsert_results
+from tasks.export.items import ExportItem, export_items
+from tasks.export.layout_export import export_batch, token_paths, write_dashboard
+from tasks.export.layout_import import import_batch, plan_import
+from tasks.ingest.blocks import BLOCK, ShardSpec, manifest_key
+from tasks.ingest.manifest import ManifestRow, to_parquet
+from tasks.tables.build import build_tables
+from tasks.tables.splits import Partitioning, load_split_rules
+from tasks.tables.tokens import BlockResult, build_block, manifest_keys, tokens_key
 
 pytestmark = pytest.mark.services
 
@@ -98,7 +99,7 @@ def build_all(settings: Settings, partitioning: Partitioning) -> list[BlockResul
     """Tokens files for every manifest, then every table, all in S3 under the prefix."""
     store = ObjectStore(settings)
     blocks = [build_block(store, key) for key in manifest_keys(store)]
-    root = tables_root(settings)
+    root = paths.tables_root(settings)
     with connect(settings) as con:
         build_tables(
             con, f"{root}/tokens/*/*.parquet", open_folder(root, settings), partitioning,
@@ -109,7 +110,7 @@ def build_all(settings: Settings, partitioning: Partitioning) -> list[BlockResul
 
 def export_layout(settings: Settings, folder: Path) -> list[ExportItem]:
     """Export the tables' tokens and dashboards in the NFT1000 layout under folder."""
-    root = tables_root(settings)
+    root = paths.tables_root(settings)
     with connect(settings) as con:
         items = list(export_items(con, root))
     result = export_batch(items, str(folder), settings)
@@ -137,7 +138,7 @@ def _query(con: duckdb.DuckDBPyConnection, sql: str, *params: object) -> list[Ro
 
 def read_tables(settings: Settings) -> dict[str, Any]:
     """Every table under the prefix, rows in a fixed order, and the dashboards' JSON."""
-    root = tables_root(settings)
+    root = paths.tables_root(settings)
     with connect(settings) as con:
         found: dict[str, Any] = {
             name: _query(
@@ -256,7 +257,7 @@ def test_nft1000_sql_runs_the_readme_queries(
     assert sql_shell.run(settings, rarest) == 0
     printed = capsys.readouterr().out
     with connect(settings) as con:
-        top = _query(con, f"SELECT token_id FROM '{tables_root(settings)}/rarity.parquet' "
+        top = _query(con, f"SELECT token_id FROM '{paths.tables_root(settings)}/rarity.parquet' "
                      "ORDER BY rarity_rank, length(token_id), token_id LIMIT 1")  # fmt: skip
     assert f"│ {top[0]['token_id']} " in printed
     assert sql_shell.run(settings, ";".join(queries)) == 0
@@ -279,7 +280,7 @@ def test_nft1000_sql_runs_the_readme_queries(
     with connect(settings) as con:
         upsert_results(con, result_rows(result, model="tiny/abc", data="test"))
         con.execute(
-            f"COPY retrieval_results TO '{tables_root(settings)}/retrieval_results/x.parquet'"
+            f"COPY retrieval_results TO '{paths.tables_root(settings)}/retrieval_results/x.parquet'"
         )
     assert sql_shell.run(settings, results_query) == 0
     printed = capsys.readouterr().out
@@ -290,14 +291,14 @@ def test_nft1000_sql_runs_the_readme_queries(
     capsys.readouterr()
     rng = np.random.default_rng(0)
     tokens = [("Moonbirds", MOONBIRDS, str(i), "train") for i in range(4)]
-    embeddings = s3_url(settings, "embeddings", "e.parquet")
-    open_folder(s3_url(settings, "embeddings"), settings).put(
+    embeddings = paths.url(settings, "embeddings", "e.parquet")
+    open_folder(paths.url(settings, "embeddings"), settings).put(
         "e.parquet", to_embeddings(tokens, rng.normal(size=(4, 8)), rng.normal(size=(4, 8)))
     )
     top1 = [Top1("Moonbirds", MOONBIRDS, None, 4, 0.75)]
     with connect(settings) as con:
         cvi_results(con, [embeddings], top1, model="tiny/abc", data="exports")
-        con.execute(f"COPY cvi_results TO '{tables_root(settings)}/cvi/x.parquet'")
+        con.execute(f"COPY cvi_results TO '{paths.tables_root(settings)}/cvi/x.parquet'")
     assert sql_shell.run(settings, cvi_query) == 0
     printed = capsys.readouterr().out
     assert "Moonbirds" in printed and "0.75" in printed

@@ -9,11 +9,11 @@ import json
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from tasks.errors import ItemError
-from tasks.fetch import SafeFetcher
-from tasks.settings import Settings
-from tasks.store import StoredBlob
-from tasks.token import TokenContext, ingest_token
+from tasks.core.errors import ItemError
+from tasks.core.s3 import StoredBlob
+from tasks.core.settings import Settings
+from tasks.ingest.fetch import SafeFetcher
+from tasks.ingest.token import TokenContext, ingest_token
 
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><text>bag</text></svg>'
 URI = (

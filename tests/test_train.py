@@ -12,16 +12,16 @@ import torch
 from _train_data import MOONBIRDS, moonbird_items, write_split
 from PIL import Image
 
-from tasks.clip_model import load_clip
-from tasks.folders import open_folder
-from tasks.masking import FILL, caption
-from tasks.masks import Key, Mask
-from tasks.model_configs import TINY_ARCHITECTURE, training_defaults
-from tasks.settings import Settings
-from tasks.shard_batches import ShardBatches
-from tasks.shard_reader import ShardSet, open_shards, read_shard
-from tasks.store import ObjectStore
-from tasks.train import CHECKPOINT, DONE, MODEL, TrainConfig, train
+from tasks.core.folders import open_folder
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings
+from tasks.train.batches import ShardBatches
+from tasks.train.loop import CHECKPOINT, DONE, MODEL, TrainConfig, train
+from tasks.train.mask_draw import FILL, caption
+from tasks.train.masks import Key, Mask
+from tasks.train.model import load_clip
+from tasks.train.model_configs import TINY_ARCHITECTURE, training_defaults
+from tasks.train.shards import ShardSet, open_shards, read_shard
 
 pytestmark = pytest.mark.services
 

@@ -11,11 +11,11 @@ import pytest
 from _train_data import MOONBIRDS, moonbird_items
 
 from infra.stack import MOONBIRDS_LAYERS
-from tasks.folders import open_folder
-from tasks.masks import official_masks
-from tasks.settings import Settings
-from tasks.store import ObjectStore
-from tasks.trait_masks import build_masks, load_masks, report_path
+from tasks.core.folders import open_folder
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings
+from tasks.train.mask_store import build_masks, load_masks, report_path
+from tasks.train.masks import official_masks
 
 pytestmark = pytest.mark.services
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from infra.stack import MOONBIRDS_ARCHIVE
-from tasks.traits import (
+from tasks.tables.traits import (
     MAX_PROBLEMS,
     MAX_TEXT,
     MAX_TRAITS,

@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
-from tasks.errors import ItemError
-from tasks.settings import Settings
-from tasks.uris import DataLocation, HttpLocation, IpfsLocation, Location, resolve_uri
+from tasks.core.errors import ItemError
+from tasks.core.settings import Settings
+from tasks.ingest.uris import DataLocation, HttpLocation, IpfsLocation, Location, resolve_uri
 
 S = Settings()
 V0 = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"

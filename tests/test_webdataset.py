@@ -19,13 +19,12 @@ from _stack import LOOT_ARCHIVE, MOONBIRDS_ARCHIVE
 from PIL import Image
 
 from infra.demo_chain import read_loot_uris
-from tasks.content import parse_metadata
-from tasks.export_items import ExportItem, safe_names
-from tasks.folders import open_folder
-from tasks.settings import Settings
-from tasks.store import ObjectStore
-from tasks.uris import DataLocation, resolve_uri
-from tasks.webdataset import (
+from tasks.core.content import parse_metadata
+from tasks.core.folders import open_folder
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings
+from tasks.export.items import ExportItem, safe_names
+from tasks.export.webdataset import (
     Holdout,
     ShardOptions,
     ShardResult,
@@ -36,6 +35,7 @@ from tasks.webdataset import (
     write_index,
     write_shard,
 )
+from tasks.ingest.uris import DataLocation, resolve_uri
 
 MOONBIRDS = ("Moonbirds", "0x23581767a106ae21c074b2276d25e5c3e136a68b")
 LOOT = ("Loot (for Adventurers)", "0xff9c1b15b16263c61d017ee9f65c50e4ae0113d7")

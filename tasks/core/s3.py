@@ -1,0 +1,139 @@
+"""The object store: content-addressed blobs and shard manifests in one S3 bucket.
+
+Blobs are keyed by the SHA-256 of their bytes, so identical images are stored
+once however many tokens name them. Writes are conditional (``If-None-Match: *``):
+a blob that already exists is never written again, which is what makes reruns
+and resumed runs store each object exactly once. Any S3-compatible endpoint
+works: AWS S3, MinIO, SeaweedFS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from tasks.core.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    key: str
+    sha256: str
+    size: int
+    created: bool  # False when an identical blob was already there
+
+
+def make_client(settings: Settings) -> S3Client:
+    """A boto3 S3 client for the configured endpoint (None = AWS)."""
+    client: S3Client = boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        config=Config(
+            max_pool_connections=max(10, settings.concurrency),
+            retries={"max_attempts": 5, "mode": "standard"},
+            s3={"addressing_style": "path"},
+        ),
+    )
+    return client
+
+
+LINK_SECONDS = 7 * 24 * 3600  # the longest an S3 presigned URL may live
+
+
+def presigned_link(settings: Settings, path: str) -> str:
+    """A week-long GET link to ``path`` under the prefix, for plots in Prefect artifacts."""
+    return make_client(settings).generate_presigned_url(
+        "get_object",
+        Params={"Bucket": settings.s3_bucket, "Key": f"{settings.s3_prefix}{path}"},
+        ExpiresIn=LINK_SECONDS,
+    )
+
+
+class ObjectStore:
+    """Blobs and manifests under one bucket and prefix. Safe to share between threads."""
+
+    def __init__(self, settings: Settings, client: S3Client | None = None) -> None:
+        self.bucket = settings.s3_bucket
+        self.prefix = settings.s3_prefix
+        self.client = client or make_client(settings)
+        self._lock = threading.Lock()
+        self.puts = 0  # objects written (blobs created and manifests)
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + "/".join(parts)
+
+    def blob_key(self, sha256: str) -> str:
+        return self.key("blobs", "sha256", sha256[:2], sha256)
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it is missing (local stacks; production buckets exist)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+    def put_blob(self, data: bytes, content_type: str) -> StoredBlob:
+        """Store bytes under their SHA-256 unless an identical blob exists."""
+        digest = hashlib.sha256(data).hexdigest()
+        key = self.blob_key(digest)
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, IfNoneMatch="*"
+            )
+        except ClientError as e:
+            if _code(e) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                return StoredBlob(key, digest, len(data), created=False)
+            raise
+        self._count_put()
+        return StoredBlob(key, digest, len(data), created=True)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        self._count_put()
+
+    def get(self, key: str) -> bytes | None:
+        """An object's bytes, or None when it does not exist."""
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as e:
+            if _code(e) in {"NoSuchKey", "404"}:
+                return None
+            raise
+        body: bytes = response["Body"].read()
+        return body
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key under a prefix (paginated)."""
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return keys
+
+    def delete(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            chunk: Any = [{"Key": k} for k in keys[start : start + 1000]]
+            response = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True}
+            )
+            if errors := response.get("Errors"):
+                raise RuntimeError(f"could not delete {len(errors)} objects, e.g. {errors[0]}")
+
+    def _count_put(self) -> None:
+        with self._lock:
+            self.puts += 1
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))

@@ -1,0 +1,327 @@
+"""Ingest one shard (the requested ids of one manifest block): the unit Dask runs.
+
+Manifests are keyed by absolute blocks of BLOCK token ids (block k holds ids
+[k*BLOCK, (k+1)*BLOCK)), never by a run's range or shard_size: runs over
+overlapping ranges, or with another shard_size, find and extend the same
+manifest, so no token is fetched twice or sits in two manifests. A shard is the
+requested ids inside one block, and the only task of its run that writes that
+block's manifest, so parallel tasks never race on a key. A block is therefore
+the largest unit of parallelism; a shard_size below it cannot add tasks and
+instead sets the step: the shard reads tokenURIs and downloads `step` ids at a
+time, one step after another.
+
+Progress is checkpointed as small partial manifests every few seconds, so a
+killed run resumes where it stopped; the finished shard rewrites its block's
+manifest with every row known so far (rows outside the requested ids are kept
+as earlier runs left them). Tokens already done (stored, or failed for good) are
+never fetched again: a rerun over an ingested collection sends no HTTP request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from tasks.core.errors import ItemError
+from tasks.core.s3 import ObjectStore, StoredBlob
+from tasks.core.settings import Settings
+from tasks.ingest.chain import ChainReader
+from tasks.ingest.fetch import SafeFetcher
+from tasks.ingest.manifest import ManifestRow, from_parquet, to_parquet
+from tasks.ingest.token import TokenContext, ingest_token
+
+T = TypeVar("T")
+
+# Token ids per manifest. Fixed, not a setting: manifests written with another
+# block size would overlap these and hold tokens twice.
+BLOCK = 1000
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """The requested ids [first, end) inside one manifest block."""
+
+    collection: str
+    contract: str  # lowercase 0x address
+    first: int  # first token id
+    end: int  # one past the last token id
+    step: int = BLOCK  # ids read and downloaded together, one step after another
+
+    def __post_init__(self) -> None:
+        # Ids of another block would land in this block's manifest: a token twice.
+        if self.first >= self.end or self.first // BLOCK != (self.end - 1) // BLOCK:
+            raise ValueError(f"ids {self.first}..{self.end - 1} are not inside one block")
+        if self.step < 1:
+            raise ValueError(f"step must be at least 1, not {self.step}")
+
+    @property
+    def block(self) -> int:
+        """The first id of the manifest block."""
+        return self.first - self.first % BLOCK
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.block}-{self.block + BLOCK - 1}"
+
+
+@dataclass
+class ShardResult:
+    collection: str
+    contract: str
+    tokens: int = 0  # requested ids only, not the block's other rows
+    ok: int = 0
+    failed: Counter[str] = field(default_factory=Counter)  # by error kind
+    skipped: int = 0  # already done by an earlier run
+    bytes: int = 0  # image bytes of the shard's ok tokens
+    new_bytes: int = 0  # bytes this run wrote to the store
+    http_requests: int = 0
+    rpc_round_trips: int = 0
+    seconds: float = 0.0
+
+    def merge(self, other: ShardResult) -> None:
+        """Add another result's counts to this one (collection and run totals)."""
+        self.tokens += other.tokens
+        self.ok += other.ok
+        self.failed.update(other.failed)
+        self.skipped += other.skipped
+        self.bytes += other.bytes
+        self.new_bytes += other.new_bytes
+        self.http_requests += other.http_requests
+        self.rpc_round_trips += other.rpc_round_trips
+        self.seconds += other.seconds
+
+
+def plan_shards(
+    collection: str, contract: str, ids: range, shard_size: int, max_tokens: int | None = None
+) -> list[ShardSpec]:
+    """One shard per block the ids touch, clipped to the ids; refuse ranges over max_tokens."""
+    count = max(0, ids.stop - ids.start)  # len() overflows past 2**63
+    if max_tokens is not None and count > max_tokens:
+        raise ValueError(
+            f"{collection}: {count} token ids ({ids.start}..{ids.stop - 1}) exceed "
+            f"max_tokens_per_collection={max_tokens}; name an explicit range, e.g. "
+            f"'{contract}:{ids.start}-{ids.start + 9999}'"
+        )
+    if count == 0:
+        return []
+    step = min(shard_size, BLOCK)
+    return [
+        ShardSpec(collection, contract, max(block, ids.start), min(block + BLOCK, ids.stop), step)
+        for block in range(ids.start - ids.start % BLOCK, ids.stop, BLOCK)
+    ]
+
+
+def manifest_key(store: ObjectStore, spec: ShardSpec) -> str:
+    return store.key("manifests", spec.contract, f"{spec.name}.parquet")
+
+
+def parts_prefix(store: ObjectStore, spec: ShardSpec) -> str:
+    return store.key("manifests", spec.contract, "_parts", spec.name) + "/"
+
+
+def run_shard(spec: ShardSpec, settings: Settings) -> ShardResult:
+    """Ingest a shard to completion (synchronous entry point for Dask workers)."""
+    try:
+        return asyncio.run(_run_shard(spec, settings))
+    except ExceptionGroup as group:
+        # Task groups wrap the failure that stopped the shard; Prefect and the flow's
+        # summary should name that failure, not "unhandled errors in a TaskGroup".
+        raise _first_error(group) from None
+
+
+async def _run_shard(spec: ShardSpec, settings: Settings) -> ShardResult:
+    started = time.monotonic()
+    store = ObjectStore(settings)
+    wanted = range(spec.first, spec.end)
+    with ThreadPoolExecutor(max_workers=settings.concurrency) as pool:
+        blocking = _Offload(pool)
+        found = await blocking(load_rows, store, spec)
+        rows = found.rows
+        todo = [i for i in wanted if i not in rows or not rows[i].done]
+        result = ShardResult(spec.collection, spec.contract, skipped=len(wanted) - len(todo))
+        checkpoint = _Checkpoint(store, spec, blocking)
+        if todo:
+            rows.update(
+                await _ingest_tokens(spec, settings, store, blocking, checkpoint, todo, result)
+            )
+        # A shard is finished by its manifest; a run killed after its last checkpoint
+        # (all rows in parts, no manifest yet) is finished here without fetching anything.
+        if todo or found.unfinished:
+            final = [rows[i] for i in sorted(rows)]
+            await blocking(_put_rows, store, manifest_key(store, spec), final)
+            await blocking(store.delete, [*found.parts, *checkpoint.written])
+    _tally(result, (rows[i] for i in wanted))
+    result.seconds = time.monotonic() - started
+    return result
+
+
+async def _ingest_tokens(
+    spec: ShardSpec,
+    settings: Settings,
+    store: ObjectStore,
+    blocking: _Offload,
+    checkpoint: _Checkpoint,
+    todo: list[int],
+    result: ShardResult,
+) -> dict[int, ManifestRow]:
+    """Read tokenURIs and ingest tokens concurrently, a step at a time.
+
+    An object-store failure in one token cancels the others at once: the shard fails
+    fast and its retry resumes from the checkpoints.
+    """
+
+    async def put_blob(data: bytes, mime: str) -> StoredBlob:
+        return await blocking(store.put_blob, data, mime)
+
+    rows: dict[int, ManifestRow] = {}
+    slots = asyncio.Semaphore(settings.concurrency)
+    async with (
+        ChainReader(settings.rpc_url, settings.rpc_batch_size) as chain,
+        SafeFetcher(settings) as fetcher,
+    ):
+        ctx = TokenContext(settings, fetcher, put_blob, spec.collection, spec.contract)
+
+        async def one(token_id: int, uri: str | ItemError) -> None:
+            async with slots:
+                rows[token_id] = await ingest_token(ctx, token_id, uri)
+            checkpoint.add(rows[token_id])
+
+        try:
+            async with checkpoint.on_timer(settings.checkpoint_interval_s):
+                for at in range(0, len(todo), spec.step):
+                    part = todo[at : at + spec.step]
+                    uris = await chain.token_uris(spec.contract, part)
+                    async with asyncio.TaskGroup() as group:
+                        for i in part:
+                            group.create_task(one(i, uris[i]))
+        finally:
+            # Shared image downloads live outside the group; stop them before the
+            # session closes under them.
+            await _cancel(ctx.images.values())
+    result.rpc_round_trips = chain.round_trips
+    result.http_requests = fetcher.requests
+    result.new_bytes = ctx.bytes_new
+    return rows
+
+
+@dataclass(frozen=True)
+class StoredRows:
+    """What earlier runs left of a block: its rows, whether it has a manifest, its parts."""
+
+    rows: dict[int, ManifestRow]
+    has_manifest: bool
+    parts: list[str]  # checkpoint part keys
+
+    @property
+    def unfinished(self) -> bool:
+        """No manifest yet, or checkpoint parts left behind by a killed run."""
+        return not self.has_manifest or bool(self.parts)
+
+
+def load_rows(store: ObjectStore, spec: ShardSpec) -> StoredRows:
+    """The block's rows from earlier runs: its manifest, then newer checkpoint parts."""
+    rows: dict[int, ManifestRow] = {}
+    final = store.get(manifest_key(store, spec))
+    if final is not None:
+        rows.update((int(r.token_id), r) for r in from_parquet(final))
+    parts = sorted(store.list_keys(parts_prefix(store, spec)))
+    for key in parts:
+        data = store.get(key)
+        if data is not None:
+            rows.update((int(r.token_id), r) for r in from_parquet(data))
+    return StoredRows(rows, final is not None, parts)
+
+
+def _put_rows(store: ObjectStore, key: str, rows: list[ManifestRow]) -> None:
+    store.put(key, to_parquet(rows))
+
+
+def _tally(result: ShardResult, rows: Iterable[ManifestRow]) -> None:
+    for row in rows:
+        result.tokens += 1
+        if row.status == "ok":
+            result.ok += 1
+            result.bytes += row.bytes or 0
+        else:
+            result.failed[row.error_kind or "unknown"] += 1
+
+
+def _first_error(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+async def _cancel(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel the tasks still running and wait until they have stopped."""
+    running = [t for t in tasks if not t.done()]
+    for t in running:
+        t.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+
+
+class _Offload:
+    """Runs blocking calls (boto3, DuckDB) on the shard's thread pool."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
+
+    async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+
+class _Checkpoint:
+    """Buffers finished rows and writes them as partial manifests; keeps their keys."""
+
+    def __init__(self, store: ObjectStore, spec: ShardSpec, blocking: _Offload) -> None:
+        self.store = store
+        self.spec = spec
+        self.blocking = blocking
+        self.pending: list[ManifestRow] = []
+        self.written: list[str] = []
+
+    def add(self, row: ManifestRow) -> None:
+        self.pending.append(row)
+
+    @asynccontextmanager
+    async def on_timer(self, interval_s: float) -> AsyncIterator[None]:
+        """Flush every interval while the body runs, then the rest when it ends.
+
+        On a timer, not on a row finishing: behind a slow tail, rows finished long
+        ago would otherwise wait unflushed and be lost to a kill. A failed flush
+        cancels the body.
+        """
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._tick(stop, interval_s))
+            try:
+                yield
+            finally:
+                stop.set()  # the ticker ends after any flush in progress
+        await self.flush()
+
+    async def _tick(self, stop: asyncio.Event, interval_s: float) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), interval_s)
+            except TimeoutError:
+                await self.flush()
+            else:
+                return
+
+    async def flush(self) -> None:
+        rows, self.pending = self.pending, []
+        if not rows:
+            return
+        # Time-ordered names: later parts win when a resumed run reads them.
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        key = parts_prefix(self.store, self.spec) + name
+        await self.blocking(_put_rows, self.store, key, rows)
+        self.written.append(key)

@@ -1,0 +1,396 @@
+"""Read collection facts and token URIs from an Ethereum node over JSON-RPC batches.
+
+One HTTP request carries up to ``batch_size`` ``eth_call``s, so reading a 10,000-token
+collection takes a few dozen round trips instead of 10,000. What a contract returns is
+attacker-controlled: every per-token failure becomes an ``ItemError``, and decoded
+strings are bounded. The RPC URL itself is operator configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import aiohttp
+from eth_abi.abi import decode, encode
+from eth_abi.exceptions import DecodingError
+from eth_hash.auto import keccak
+
+from tasks.core.errors import ItemError
+from tasks.core.retry import backoff_delay
+
+T = TypeVar("T")
+
+MAX_STRING_BYTES = 1 << 20  # a tokenURI, name or symbol longer than this is refused
+MAX_RESPONSE_BYTES = 64 << 20  # one HTTP reply; a larger one is split into smaller batches
+# Above this totalSupply the ids are not enumerated (one eth_call each); the 0/1-based
+# rule gives a range that plan_shards refuses unless max_tokens_per_collection allows it.
+MAX_ENUMERATED_SUPPLY = 1 << 20
+ERC721_ENUMERABLE = bytes.fromhex("780e9d63")  # ERC-165 interface id
+ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+class RpcError(RuntimeError):
+    """The node could not be asked: unreachable, HTTP error or malformed batch reply."""
+
+
+class StringTooLarge(ValueError):
+    """A returned string is over its byte cap."""
+
+
+class _ReplyTooLarge(RpcError):
+    """An HTTP reply is over MAX_RESPONSE_BYTES: not retried, the batch is split instead."""
+
+
+class NotAContract(ValueError):
+    """The address holds no code on the node's chain: a collection-level error (a wrong
+    address, or a node of another chain than the collection's)."""
+
+
+@dataclass(frozen=True)
+class CollectionFacts:
+    address: str  # lowercase 0x-hex
+    name: str | None
+    symbol: str | None
+    total_supply: int | None
+
+
+def encode_call(signature: str, types: list[str], args: list[Any]) -> str:
+    """Calldata as 0x-hex: the 4-byte keccak selector of `signature`, then the ABI args."""
+    return "0x" + (keccak(signature.encode())[:4] + encode(types, args)).hex()
+
+
+def _hex_bytes(hex_result: str) -> bytes:
+    if not hex_result.startswith("0x"):
+        raise ValueError("result is not 0x-hex")
+    return bytes.fromhex(hex_result[2:])
+
+
+def decode_string(hex_result: str, max_bytes: int = MAX_STRING_BYTES) -> str:
+    """An ABI string result; a 32-byte result is read as a NUL-padded bytes32 (old tokens)."""
+    if len(hex_result) > 2 * max_bytes + 200:
+        raise StringTooLarge(f"result of {len(hex_result) // 2} bytes is over {max_bytes}")
+    data = _hex_bytes(hex_result)
+    if len(data) == 32:
+        return data.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    try:
+        (raw,) = decode(["bytes"], data)
+    except (DecodingError, OverflowError) as e:  # a hostile length word can overflow
+        raise ValueError(f"not an ABI string: {e}") from e
+    if len(raw) > max_bytes:
+        raise StringTooLarge(f"string of {len(raw)} bytes is over {max_bytes}")
+    return str(raw.decode("utf-8"))
+
+
+def _decode_uint(hex_result: str) -> int:
+    data = _hex_bytes(hex_result)
+    if len(data) < 32:
+        raise ValueError(f"{len(data)}-byte result is too short for a uint256")
+    return int.from_bytes(data[:32], "big")
+
+
+_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
+
+
+def _quantity(reply: Mapping[str, Any] | None) -> int | None:
+    """A JSON-RPC quantity result (``0x1``), or None for anything else the node said."""
+    result = (reply or {}).get("result")
+    return int(result, 16) if isinstance(result, str) and _QUANTITY.fullmatch(result) else None
+
+
+def _address(address: str) -> str:
+    if not ADDRESS.fullmatch(address):
+        raise ValueError(f"not a contract address: {address!r}")
+    return address.lower()
+
+
+def _reply_hex(reply: Mapping[str, Any] | None) -> str | ItemError:
+    """The hex result of one eth_call reply, or why there is none."""
+    if reply is None:
+        return ItemError("rpc_error", "the node's batch reply has no answer for this call")
+    error = reply.get("error")
+    if error is not None:
+        message = str(error.get("message", error) if isinstance(error, dict) else error)[:300]
+        code = error.get("code") if isinstance(error, dict) else None
+        if code == 3 or "revert" in message.lower():
+            return ItemError("not_minted", f"call reverted: {message}")
+        return ItemError("rpc_error", f"eth_call failed: {message}")
+    result = reply.get("result")
+    if not isinstance(result, str):
+        return ItemError("rpc_error", f"eth_call result is not a hex string: {result!r:.100}")
+    return result
+
+
+def _token_uri(reply: Mapping[str, Any] | None) -> str | ItemError:
+    result = _reply_hex(reply)
+    if isinstance(result, ItemError):
+        return result
+    try:
+        return decode_string(result)
+    except StringTooLarge as e:
+        return ItemError("too_large", f"tokenURI: {e}")
+    except UnicodeDecodeError as e:
+        return ItemError("bad_uri", f"tokenURI is not UTF-8: {e}")
+    except ValueError as e:
+        # The contract answered, with something that is not an ABI string: asking
+        # again gets the same answer.
+        return ItemError("rpc_error", f"tokenURI result is undecodable: {e}", retryable=False)
+
+
+def _optional(reply: Mapping[str, Any] | None, decode: Callable[[str], T]) -> T | None:
+    """A decoded answer to an optional call (name, ownerOf...), or None if it has none."""
+    result = _reply_hex(reply)
+    if isinstance(result, ItemError):
+        return None
+    try:
+        return decode(result)
+    except ValueError:
+        return None
+
+
+def _optional_string(reply: Mapping[str, Any] | None) -> str | None:
+    return _optional(reply, decode_string)
+
+
+def _optional_uint(reply: Mapping[str, Any] | None) -> int | None:
+    return _optional(reply, _decode_uint)
+
+
+class ChainReader:
+    """Batched, retried eth_calls against one node; `round_trips` counts HTTP requests."""
+
+    def __init__(
+        self,
+        rpc_url: str,
+        batch_size: int = 500,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        max_in_flight: int = 4,
+        attempts: int = 4,
+        backoff_s: float = 0.25,
+        backoff_max_s: float = 30.0,
+        timeout_s: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if batch_size < 1 or max_in_flight < 1 or attempts < 1:
+            raise ValueError("batch_size, max_in_flight and attempts must be at least 1")
+        self.rpc_url = rpc_url
+        self.batch_size = batch_size
+        self.round_trips = 0
+        self._session = session
+        self._owns_session = session is None
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._attempts = attempts
+        self._backoff_s = backoff_s
+        self._backoff_max_s = backoff_max_s
+        self._rng = rng or random.Random()
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def __aenter__(self) -> ChainReader:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def collection_facts(self, address: str) -> CollectionFacts:
+        """name, symbol and totalSupply in one round trip; any that fails is None.
+
+        The same round trip asks for the address's code: with none, NotAContract says
+        so (with the node's chain id) instead of every token failing one by one.
+        """
+        address = _address(address)
+        calls = [encode_call(s, [], []) for s in ("name()", "symbol()", "totalSupply()")]
+        replies = await self._requests(
+            [
+                *(("eth_call", [{"to": address, "data": data}, "latest"]) for data in calls),
+                ("eth_getCode", [address, "latest"]),
+                ("eth_chainId", []),
+            ]
+        )
+        if (replies.get(3) or {}).get("result") == "0x":
+            chain = _quantity(replies.get(4))
+            host = urlsplit(self.rpc_url).netloc.rpartition("@")[2]  # never credentials
+            raise NotAContract(
+                f"{address} holds no contract on the chain of the node at {host} (chain id "
+                f"{chain if chain is not None else 'unknown'}): check the address, or point "
+                "NFT1000_RPC_URL at a node of the collection's chain (NFT1000's: Ethereum "
+                "mainnet, chain id 1)"
+            )
+        return CollectionFacts(
+            address=address,
+            name=_optional_string(replies.get(0)),
+            symbol=_optional_string(replies.get(1)),
+            total_supply=_optional_uint(replies.get(2)),
+        )
+
+    async def token_id_range(
+        self, address: str, total_supply: int | None, explicit: tuple[int, int] | None
+    ) -> range:
+        """The token ids to read: `explicit` (first, end-exclusive) wins, else the span of
+        ids an ERC721Enumerable lists (burns and gaps make totalSupply undercount it),
+        else 0- or 1-based totalSupply ids."""
+        if explicit is not None:
+            first, end = explicit
+            if not 0 <= first <= end:
+                raise ValueError(
+                    f"token id range {explicit} is not (first, end) with 0 <= first <= end"
+                )
+            return range(first, end)
+        if total_supply is None:
+            raise ValueError(f"{address} has no totalSupply(); give its token id range explicitly")
+        address = _address(address)
+        enumerable, has_zero = await self._probe(address)
+        if enumerable and total_supply <= MAX_ENUMERATED_SUPPLY:
+            ids = await self._enumerated_ids(address, total_supply)
+            if ids:
+                return range(min(ids), max(ids) + 1)
+        first = 0 if has_zero else 1
+        return range(first, first + total_supply)
+
+    async def _probe(self, address: str) -> tuple[bool, bool]:
+        """(is ERC721Enumerable, has token 0) in one round trip.
+
+        ownerOf(0) decides token 0; if ownerOf answers for neither 0 nor 1, tokenURI(0) does.
+        """
+        replies = await self._batch(
+            address,
+            [
+                encode_call("ownerOf(uint256)", ["uint256"], [0]),
+                encode_call("ownerOf(uint256)", ["uint256"], [1]),
+                encode_call("tokenURI(uint256)", ["uint256"], [0]),
+                encode_call("supportsInterface(bytes4)", ["bytes4"], [ERC721_ENUMERABLE]),
+            ],
+        )
+        enumerable = _optional_uint(replies.get(3)) == 1
+        owner0, owner1 = _optional_uint(replies.get(0)), _optional_uint(replies.get(1))
+        if owner0 or owner1:
+            return enumerable, bool(owner0)
+        return enumerable, bool(_optional_string(replies.get(2)))
+
+    async def _enumerated_ids(self, address: str, count: int) -> list[int] | None:
+        """tokenByIndex(0 .. count-1), batch_size calls per request; None if any call failed.
+
+        A node failure raises RpcError instead: a guessed range would silently miss ids.
+        """
+        chunks = [
+            range(i, min(i + self.batch_size, count)) for i in range(0, count, self.batch_size)
+        ]
+        # Every chunk finishes before an error is raised, so none is left running.
+        parts = await asyncio.gather(
+            *(self._token_by_index(address, c) for c in chunks), return_exceptions=True
+        )
+        ids: list[int] = []
+        for part in parts:
+            if isinstance(part, BaseException):
+                raise part
+            for token_id in part:
+                if token_id is None:
+                    return None
+                ids.append(token_id)
+        return ids
+
+    async def _token_by_index(self, address: str, indexes: range) -> list[int | None]:
+        calls = [encode_call("tokenByIndex(uint256)", ["uint256"], [i]) for i in indexes]
+        replies = await self._batch(address, calls)
+        return [_optional_uint(replies.get(n)) for n in range(len(indexes))]
+
+    async def token_uris(self, address: str, ids: Sequence[int]) -> dict[int, str | ItemError]:
+        """tokenURI of every id, batch_size calls per request; failures are ItemErrors."""
+        address = _address(address)
+        chunks = [ids[i : i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
+        found: dict[int, str | ItemError] = {}
+        for part in await asyncio.gather(*(self._uri_chunk(address, c) for c in chunks)):
+            found.update(part)
+        return {token_id: found[token_id] for token_id in ids}
+
+    async def _uri_chunk(self, address: str, ids: Sequence[int]) -> dict[int, str | ItemError]:
+        calls = [encode_call("tokenURI(uint256)", ["uint256"], [i]) for i in ids]
+        try:
+            replies = await self._batch(address, calls)
+        except _ReplyTooLarge:
+            if len(ids) == 1:
+                return {ids[0]: ItemError("too_large", "the node's reply for tokenURI is too big")}
+            half = len(ids) // 2
+            return {
+                **await self._uri_chunk(address, ids[:half]),
+                **await self._uri_chunk(address, ids[half:]),
+            }
+        except RpcError as e:
+            return {i: ItemError("rpc_error", str(e)) for i in ids}
+        return {token_id: _token_uri(replies.get(n)) for n, token_id in enumerate(ids)}
+
+    async def _batch(self, address: str, calls: Sequence[str]) -> dict[int, Mapping[str, Any]]:
+        """One JSON-RPC batch of eth_calls at `latest`; replies by position in `calls`."""
+        return await self._requests(
+            [("eth_call", [{"to": address, "data": data}, "latest"]) for data in calls]
+        )
+
+    async def _requests(
+        self, requests: Sequence[tuple[str, list[Any]]]
+    ) -> dict[int, Mapping[str, Any]]:
+        """One JSON-RPC batch of (method, params); replies by position in `requests`."""
+        payload = [
+            {"jsonrpc": "2.0", "id": n, "method": method, "params": params}
+            for n, (method, params) in enumerate(requests)
+        ]
+        async with self._in_flight:
+            reply = await self._post_with_retries(json.dumps(payload).encode())
+        return {
+            item["id"]: item
+            for item in reply
+            if isinstance(item, dict) and isinstance(item.get("id"), int)
+        }
+
+    async def _post_with_retries(self, body: bytes) -> list[Any]:
+        for attempt in range(self._attempts - 1):
+            try:
+                return await self._post(body)
+            except _ReplyTooLarge:
+                raise
+            except RpcError:
+                delay = backoff_delay(attempt, self._backoff_s, self._backoff_max_s, self._rng)
+                await asyncio.sleep(delay)
+        return await self._post(body)
+
+    async def _post(self, body: bytes) -> list[Any]:
+        if self._session is None:
+            raise RuntimeError("use ChainReader as `async with ChainReader(...) as reader`")
+        self.round_trips += 1
+        try:
+            async with self._session.post(
+                self.rpc_url,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=self._timeout,
+            ) as resp:
+                if resp.status != 200:
+                    raise RpcError(f"node answered HTTP {resp.status}")
+                text = bytearray()
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    text += chunk
+                    if len(text) > MAX_RESPONSE_BYTES:
+                        raise _ReplyTooLarge(f"node reply is over {MAX_RESPONSE_BYTES} bytes")
+            reply = json.loads(text)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise RpcError(f"node request failed: {type(e).__name__}: {e}") from e
+        except ValueError as e:
+            raise RpcError(f"node reply is not JSON: {e}") from e
+        if not isinstance(reply, list):
+            raise RpcError(f"node answered a batch with {str(reply)[:300]}")
+        return reply

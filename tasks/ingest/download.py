@@ -1,0 +1,72 @@
+"""Bytes for a Location: inline data, a checked HTTP fetch, or verified IPFS content.
+
+IPFS content is asked of each configured gateway in turn as a trustless CAR and
+verified block by block against the token's CID, so a lying or broken gateway
+can only cost time, never corrupt the dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from tasks.core.errors import ItemError
+from tasks.ingest.fetch import SafeFetcher
+from tasks.ingest.ipfs.cid import CID
+from tasks.ingest.ipfs.verify import file_from_car
+from tasks.ingest.uris import DataLocation, HttpLocation, IpfsLocation, Location
+
+CAR_ACCEPT = "application/vnd.ipld.car;version=1;order=dfs;dups=n"
+# A CAR carries the file plus DAG nodes and the path's directory blocks.
+CAR_OVERHEAD = 0.1
+CAR_OVERHEAD_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    data: bytes
+    cid: str | None  # the content's own CID when it came from IPFS
+
+
+async def download(
+    location: Location, fetcher: SafeFetcher, gateways: tuple[str, ...], max_bytes: int
+) -> Downloaded:
+    """Fetch a location's bytes within max_bytes, or raise ItemError."""
+    if isinstance(location, DataLocation):
+        if len(location.data) > max_bytes:
+            raise ItemError("too_large", f"data: URI holds {len(location.data)} bytes")
+        return Downloaded(location.data, None)
+    if isinstance(location, HttpLocation):
+        result = await fetcher.get(location.url, max_bytes=max_bytes)
+        return Downloaded(result.body, None)
+    return await _download_ipfs(location, fetcher, gateways, max_bytes)
+
+
+async def _download_ipfs(
+    location: IpfsLocation, fetcher: SafeFetcher, gateways: tuple[str, ...], max_bytes: int
+) -> Downloaded:
+    if not gateways:
+        raise ItemError("unsupported_uri", "no IPFS gateway is configured")
+    try:
+        root = CID.parse(location.cid)
+    except ValueError as e:
+        raise ItemError("bad_uri", f"not a CID: {location.cid[:80]}: {e}") from e
+    segments = [unquote(s) for s in location.path.split("/") if s]
+    path = "/".join(segments)
+    car_cap = max_bytes + int(max_bytes * CAR_OVERHEAD) + CAR_OVERHEAD_BYTES
+    errors: list[ItemError] = []
+    for gateway in gateways:
+        url = f"{gateway.rstrip('/')}/ipfs/{location.cid}/{location.path}"
+        url = url.rstrip("/") + "?format=car&dag-scope=entity"
+        try:
+            body = (await fetcher.get(url, max_bytes=car_cap, accept=CAR_ACCEPT)).body
+            cid, data = file_from_car(body, root, path, max_bytes)
+        except ItemError as e:
+            if e.kind == "too_large" and e.verified:
+                raise  # the content itself is too big: every gateway serves the same
+            errors.append(e)  # this gateway failed or lied: try the next
+            continue
+        return Downloaded(data, str(cid))
+    # If any gateway failed for a passing reason, a later run may succeed.
+    return_error = next((e for e in errors if e.retryable), errors[-1])
+    raise return_error

@@ -1,0 +1,302 @@
+"""The one HTTP client for token-named URLs: safe addresses, caps, retries, politeness.
+
+URLs come from attacker-controlled metadata, so every hop is checked before any
+packet leaves: IP-literal hosts here, names in the resolver (aiohttp connects to
+exactly the addresses the resolver returns, so DNS cannot rebind between check and
+connect). Redirects are followed by hand so each Location is checked the same way.
+Bodies are capped after decompression (aiohttp inflates in bounded steps and the
+cap counts the inflated bytes), and transient failures back off with full jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import re
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from types import SimpleNamespace, TracebackType
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from tasks.core.errors import ItemError
+from tasks.core.retry import backoff_delay
+from tasks.core.settings import Settings
+
+Sleep = Callable[[float], Awaitable[None]]
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CHUNK = 64 * 1024
+_CGNAT = ip_network("100.64.0.0/10")
+_NAT64 = ip_network("64:ff9b::/96")
+_HOSTNAME = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9_-]{1,63}(?<!-))*\.?")
+# WHATWG treats a host whose last label is a number as IPv4 (0x7f.1, 2130706433, 0177.0.0.1).
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """A successful response, body already read within its cap."""
+
+    body: bytes
+    content_type: str | None
+    final_url: str
+    status: int
+
+
+def is_public_address(addr: IPv4Address | IPv6Address) -> bool:
+    """True only for globally routable unicast addresses, including any embedded IPv4."""
+    if isinstance(addr, IPv6Address) and addr in _NAT64:
+        return is_public_address(IPv4Address(int(addr) & 0xFFFFFFFF))
+    # ::/8 is reserved, which covers IPv4-mapped, IPv4-compatible and local-use NAT64.
+    if (
+        not addr.is_global
+        or addr.is_multicast
+        or addr.is_reserved
+        or addr.is_loopback
+        or addr.is_link_local
+        or addr.is_unspecified
+        or addr.is_private
+    ):
+        return False
+    if isinstance(addr, IPv4Address):
+        return addr not in _CGNAT
+    if addr.is_site_local:
+        return False
+    embedded = [addr.sixtofour, *(addr.teredo or ())]
+    return all(v4 is None or is_public_address(v4) for v4 in embedded)
+
+
+def _host_key(host: str, port: int) -> str:
+    """``host:port`` as written in settings.allow_hosts (IPv6 in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _PublicResolver(AbstractResolver):
+    """Resolves names and refuses any whose answers include a non-public address."""
+
+    def __init__(self, allow: frozenset[str], timeout_s: float) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+        self._allow = allow
+        self._timeout_s = timeout_s
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        async with asyncio.timeout(self._timeout_s):
+            answers = await self._inner.resolve(host, port, family)
+        if _host_key(host, port) not in self._allow:
+            for answer in answers:
+                if not is_public_address(ip_address(answer["host"])):
+                    raise ItemError("blocked_address", f"{host} resolves to {answer['host']}")
+        return answers
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class _Retry(Exception):
+    """A transient failure: the error to raise once retries run out, and any Retry-After."""
+
+    def __init__(self, error: ItemError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+class SafeFetcher:
+    """Async context manager owning one session; ``get`` fetches one URL safely."""
+
+    def __init__(
+        self, settings: Settings, *, sleep: Sleep = asyncio.sleep, rng: random.Random | None = None
+    ) -> None:
+        self.requests = 0
+        self.bytes_received = 0
+        self._settings = settings
+        self._allow = frozenset(h.lower() for h in settings.allow_hosts)
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._session: aiohttp.ClientSession | None = None
+        self._resolver: _PublicResolver | None = None
+
+    async def __aenter__(self) -> SafeFetcher:
+        s = self._settings
+        self._resolver = _PublicResolver(self._allow, s.connect_timeout_s)
+        trace = aiohttp.TraceConfig()
+        trace.on_request_headers_sent.append(self._count_request)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                resolver=self._resolver,
+                limit=s.concurrency,
+                limit_per_host=s.per_host_concurrency,
+            ),
+            timeout=aiohttp.ClientTimeout(
+                total=s.request_timeout_s,
+                sock_connect=s.connect_timeout_s,
+                sock_read=s.read_timeout_s,
+            ),
+            headers={"User-Agent": s.user_agent},
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trace_configs=[trace],
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._resolver is not None:
+            await self._resolver.close()
+
+    async def get(self, url: str, *, max_bytes: int, accept: str | None = None) -> FetchResult:
+        """GET ``url`` following checked redirects, retrying transient failures."""
+        target = self._check(_parse(url))
+        retries = redirects = 0
+        while True:
+            try:
+                step = await self._attempt(target, max_bytes, accept)
+            except _Retry as retry:
+                if retries >= self._settings.max_retries:
+                    raise retry.error from None
+                await self._sleep(self._backoff(retries, retry.retry_after))
+                retries += 1
+                continue
+            if isinstance(step, FetchResult):
+                return step
+            redirects += 1
+            limit = self._settings.max_redirects
+            if redirects > limit:
+                raise ItemError("http_status", f"more than {limit} redirects: {url[:200]}")
+            target = self._check(step)
+
+    def _check(self, url: URL) -> URL:
+        """Refuse a URL before any packet is sent unless it may be fetched."""
+        if url.scheme not in ("http", "https"):
+            raise ItemError("unsupported_uri", f"scheme {url.scheme!r} in {_short(url)}")
+        host, port = url.raw_host, url.port
+        if not host or port is None:
+            raise ItemError("bad_uri", f"no host in {_short(url)}")
+        if url.raw_user is not None or url.raw_password is not None:
+            raise ItemError("bad_uri", f"credentials in {_short(url)}")
+        if _host_key(host, port) in self._allow:
+            return url
+        if ":" in host:  # IPv6 literal (yarl checked it); aiohttp will not ask the resolver
+            if "%" in host:
+                raise ItemError("bad_uri", f"zone id in host of {_short(url)}")
+            _refuse_private(ip_address(host), url)
+            return url
+        if len(host) > 253 or not _HOSTNAME.fullmatch(host):
+            raise ItemError("bad_uri", f"malformed host in {_short(url)}")
+        if _NUMERIC_LABEL.fullmatch(host.rstrip(".").rsplit(".", 1)[-1]):
+            try:
+                canonical = ip_address(host)
+            except ValueError:
+                raise ItemError("blocked_address", f"unusual IPv4 form {host!r}") from None
+            _refuse_private(canonical, url)
+        return url
+
+    async def _attempt(self, url: URL, max_bytes: int, accept: str | None) -> FetchResult | URL:
+        """One request: the result, a redirect target, or a _Retry/ItemError."""
+        if self._session is None:
+            raise RuntimeError("use SafeFetcher as an async context manager")
+        headers = {"Accept": accept} if accept else {}
+        try:
+            async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
+                return await self._read(url, resp, max_bytes)
+        except TimeoutError:
+            raise _Retry(ItemError("timeout", f"timed out on {_short(url)}")) from None
+        except (aiohttp.ClientConnectorDNSError, aiohttp.ClientSSLError) as exc:
+            # Not retried here (dead domains and bad certificates are common and
+            # do not heal in seconds); still retryable by a later run.
+            raise ItemError("connection", f"{type(exc).__name__}: {exc}") from None
+        except aiohttp.InvalidURL:
+            raise ItemError("bad_uri", f"aiohttp refused {_short(url)}") from None
+        except aiohttp.ClientError as exc:
+            error = ItemError("connection", f"{type(exc).__name__} on {_short(url)}")
+            raise _Retry(error) from None
+
+    async def _read(
+        self, url: URL, resp: aiohttp.ClientResponse, max_bytes: int
+    ) -> FetchResult | URL:
+        """Turn a response into a result, a redirect target, or an error."""
+        status = resp.status
+        if status in _REDIRECTS:
+            location = resp.headers.get("Location")
+            if not location:
+                raise ItemError("http_status", f"HTTP {status} without Location: {_short(url)}")
+            return url.join(_parse(location))
+        if status == 429 or status >= 500:
+            error = ItemError("http_status_retryable", f"HTTP {status} from {_short(url)}")
+            raise _Retry(error, _retry_after(resp.headers.get("Retry-After")))
+        if not 200 <= status < 300:
+            raise ItemError("http_status", f"HTTP {status} from {_short(url)}")
+        if resp.content_length is not None and resp.content_length > max_bytes:
+            raise ItemError("too_large", f"Content-Length {resp.content_length} > {max_bytes}")
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            self.bytes_received += len(chunk)
+            body += chunk
+            if len(body) > max_bytes:
+                raise ItemError("too_large", f"body over {max_bytes} bytes: {_short(url)}")
+        content_type = resp.content_type if "Content-Type" in resp.headers else None
+        return FetchResult(bytes(body), content_type, str(url), status)
+
+    def _backoff(self, retry: int, retry_after: float | None) -> float:
+        s = self._settings
+        return backoff_delay(retry, s.backoff_base_s, s.backoff_max_s, self._rng, retry_after)
+
+    async def _count_request(
+        self,
+        session: aiohttp.ClientSession,
+        ctx: SimpleNamespace,
+        params: aiohttp.TraceRequestHeadersSentParams,
+    ) -> None:
+        """Count requests whose headers actually went out (retries and hops included)."""
+        self.requests += 1
+
+
+def _parse(url: str) -> URL:
+    """Parse a URL, mapping parser errors to bad_uri."""
+    try:
+        return URL(url)
+    except ValueError as exc:
+        raise ItemError("bad_uri", f"malformed URL ({exc}): {url[:200]!r}") from None
+
+
+def _refuse_private(addr: IPv4Address | IPv6Address, url: URL) -> None:
+    """Raise blocked_address for a non-public IP-literal host."""
+    if not is_public_address(addr):
+        raise ItemError("blocked_address", f"{addr} is not a public address: {_short(url)}")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"[0-9]{1,10}", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _short(url: URL) -> str:
+    """A bounded rendering of an attacker-chosen URL for messages, without credentials."""
+    text = str(url if url.raw_user is None else url.with_user(None))
+    return text if len(text) <= 200 else text[:200] + "..."

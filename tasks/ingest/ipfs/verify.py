@@ -1,0 +1,93 @@
+"""Turn a trustless-gateway CAR into verified file bytes.
+
+The gateway is not trusted: every block we use is hashed against the CID that
+links to it, starting from the root CID the token names, so the bytes we keep
+are exactly the content the token points at, whichever gateway served them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from tasks.core.errors import ItemError
+from tasks.ingest.ipfs import unixfs
+from tasks.ingest.ipfs.car import read_car
+from tasks.ingest.ipfs.cid import CID, SHA2_256
+
+# Decoded, already-verified directory nodes by multihash. Tokens of one collection
+# share the directory (often HAMT) nodes above their files, so this saves decoding
+# and hashing the same nodes for every token. Only verified blocks enter it, not
+# huge ones, and it is bounded by their total size.
+_VERIFIED_NODES: OrderedDict[bytes, tuple[unixfs.Node, int]] = OrderedDict()
+_CACHE_MAX_BLOCK = 1024 * 1024  # kubo shards directories past 256 KiB
+_CACHE_MAX_BYTES = 32 * 1024 * 1024
+_cache_bytes = 0
+_cache_lock = threading.Lock()  # a Dask worker may run shards in several threads
+
+
+def _cached(cid: CID) -> unixfs.Node | None:
+    with _cache_lock:
+        entry = _VERIFIED_NODES.get(cid.multihash)
+        if entry is None:
+            return None
+        _VERIFIED_NODES.move_to_end(cid.multihash)
+        return entry[0]
+
+
+def _remember(cid: CID, node: unixfs.Node, size: int) -> None:
+    global _cache_bytes
+    if size > _CACHE_MAX_BLOCK:
+        return
+    with _cache_lock:
+        if cid.multihash in _VERIFIED_NODES:
+            return
+        _VERIFIED_NODES[cid.multihash] = (node, size)
+        _cache_bytes += size
+        while _cache_bytes > _CACHE_MAX_BYTES:
+            _, (_, dropped) = _VERIFIED_NODES.popitem(last=False)
+            _cache_bytes -= dropped
+
+
+def file_from_car(car: bytes, root: CID, path: str, max_bytes: int) -> tuple[CID, bytes]:
+    """Verify and assemble the file at ``root/path``; return its own CID and its bytes.
+
+    ``path`` segments are entry names as stored (already percent-decoded).
+    Raises ItemError: "cid_mismatch" (a block does not hash to its CID),
+    "bad_car" (malformed CAR or DAG, missing block or entry), "too_large".
+    """
+    _, blocks = read_car(car)
+    # Index by multihash: a gateway may label a block CIDv1 when we linked it as v0.
+    by_hash = {cid.multihash: block for cid, block in blocks.items()}
+    nodes: dict[CID, unixfs.Node] = {}
+
+    def get(cid: CID) -> unixfs.Node:
+        node = nodes.get(cid)
+        if node is not None:
+            return node
+        directory = _cached(cid)
+        if directory is not None and directory.cid.codec == cid.codec:
+            return directory
+        block = unixfs.inline_block(cid)
+        if block is None:
+            block = by_hash.get(cid.multihash)
+            if block is None:
+                raise ItemError("bad_car", f"block {cid} is missing from the CAR")
+            if not cid.digest_matches(block):
+                if cid.hash_code != SHA2_256:
+                    raise ItemError(
+                        "cid_mismatch", f"cannot verify hash 0x{cid.hash_code:x} of {cid}"
+                    )
+                raise ItemError("cid_mismatch", f"block does not hash to {cid}")
+        node = nodes[cid] = unixfs.decode(cid, block)
+        if node.is_directory:
+            _remember(cid, node, len(block))
+        return node
+
+    try:
+        target, _ = unixfs.resolve(get, root, unixfs.split_path(path))
+        return target, unixfs.read_file(get, target, max_bytes)
+    except unixfs.FileTooLarge as e:
+        raise ItemError("too_large", str(e), verified=True) from None
+    except (unixfs.UnixFSError, unixfs.PathNotFound) as e:
+        raise ItemError("bad_car", str(e)) from None

@@ -1,0 +1,192 @@
+"""Build the dataset tables from the tokens files, in DuckDB, and write them out.
+
+Every table is SQL in ``sql/`` over ``tokens`` (tasks/tables/tokens.py wrote one
+parquet file per manifest block). The only Python in the loop counts CLIP
+tokens of each distinct word (tasks/tables/clip_tokens.py). Per-token tables are
+views that stream from the tokens files into their parquet output, so memory
+stays bounded by DuckDB's limit however many tokens there are.
+
+Outputs under the root (an s3:// URL or a local folder):
+``traits``, ``rarity``, ``captions``, ``prompts``, ``splits``,
+``collection_splits`` (each ``<name>.parquet``) and
+``dashboards/<contract>.json`` (each collection's metadata_dashboard.json).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from tasks.core import paths
+from tasks.core.folders import Folder
+from tasks.core.sql import quote, run_sql, sql_text
+from tasks.tables import clip_tokens
+from tasks.tables.splits import Partitioning, build_splits, register_collection_splits
+
+# Table name -> the query whose rows it holds.
+OUTPUTS = {
+    "traits": "SELECT collection, contract, trait_type, value, display_type, count, frequency "
+    "FROM trait_counts ORDER BY contract, trait_type, count DESC, value",
+    "rarity": "SELECT * FROM rarity_scores",
+    "captions": "SELECT collection, contract, token_id, method, preferred, text AS caption, "
+    "clip_tokens, truncated, traits_total, traits_kept FROM texts WHERE kind = 'caption'",
+    "prompts": "SELECT collection, contract, token_id, method, preferred, text AS prompt, "
+    "clip_tokens, truncated, traits_total, traits_kept FROM texts WHERE kind = 'prompt'",
+    "splits": "SELECT * FROM splits",
+    "collection_splits": "SELECT * FROM collection_splits ORDER BY collection",
+}
+
+# Tables whose texts may be cut by CLIP, and the kind of text in each.
+CUT_KINDS = {"captions": "caption", "prompts": "prompt"}
+
+
+@dataclass
+class TablesResult:
+    tokens: int = 0  # rows of tokens read
+    described: int = 0  # tokens whose metadata was read
+    collections: int = 0
+    words: int = 0  # distinct words whose CLIP tokens were counted
+    counted_whole: int = 0  # texts counted whole instead (ftfy looks at the whole text)
+    split_notes: tuple[str, ...] = ()  # how the split file's quirks were handled
+    rows: dict[str, int] = field(default_factory=dict)  # rows written per table
+    seconds: dict[str, float] = field(default_factory=dict)  # per step
+
+
+def build_tables(
+    con: duckdb.DuckDBPyConnection,
+    tokens_files: str | list[str],
+    out: Folder,
+    partitioning: Partitioning,
+    *,
+    seed: int = 0,
+    mini_per_collection: int = 1000,
+) -> TablesResult:
+    """Build every table from the tokens files and write them under ``out``."""
+    result = TablesResult()
+    if not out.url.startswith("s3://"):
+        Path(out.url).mkdir(parents=True, exist_ok=True)  # COPY does not create folders
+    clock = _Clock(result)
+    con.execute("SET VARIABLE tokens_files = ?", [tokens_files])
+    con.execute("SET VARIABLE context = ?", [clip_tokens.CONTEXT_LENGTH])
+    run_sql(con, "tables/tables_inputs")
+    result.tokens, result.described = _one(con, "SELECT count(*), count(metadata_key) FROM tokens")
+    clock.lap("read tokens")
+
+    run_sql(con, "tables/traits")
+    # The rarity ranks are a window over all tokens: computed once, used twice.
+    con.execute("CREATE OR REPLACE TABLE rarity_scores AS SELECT * FROM rarity")
+    result.collections = _one(con, "SELECT count(*) FROM collection_sizes")[0]
+    clock.lap("traits and rarity")
+
+    run_sql(con, "tables/texts")
+    result.words = _count_words(con)
+    run_sql(con, "tables/texts_counted")
+    result.counted_whole = _count_whole(con)
+    clock.lap("words")
+
+    result.split_notes = partitioning.notes
+    register_collection_splits(con, partitioning)
+    build_splits(con, seed, mini_per_collection)
+    clock.lap("splits")
+
+    for name, query in OUTPUTS.items():
+        if name in CUT_KINDS:  # only now: the other kind's cut is not this one's cost
+            con.execute("SET VARIABLE cut_kind = ?", [CUT_KINDS[name]])
+            run_sql(con, "tables/cut_traits")
+        result.rows[name] = _copy(con, query, paths.join(out.url, f"{name}.parquet"))
+        clock.lap(name)
+    _write_dashboards(con, out)
+    clock.lap("dashboards")
+    return result
+
+
+def _one(con: duckdb.DuckDBPyConnection, query: str) -> tuple[int, ...]:
+    row = con.execute(query).fetchone()
+    assert row is not None  # aggregates always return a row
+    return tuple(int(v) for v in row)
+
+
+def _count_words(con: duckdb.DuckDBPyConnection) -> int:
+    """Fill ``clip_words(word, tokens)`` for every distinct word of every text."""
+    words = [w for (w,) in con.execute("SELECT word FROM words_to_count").fetchall()]
+    counts = clip_tokens.word_counts(words)
+    rows = [{"word": w, "tokens": n} for w, n in zip(words, counts, strict=True)]
+    _load(
+        con, "CREATE OR REPLACE TABLE clip_words AS", rows, {"word": "VARCHAR", "tokens": "INTEGER"}
+    )
+    return len(words)
+
+
+def _count_whole(con: duckdb.DuckDBPyConnection) -> int:
+    """Fill ``whole_counted`` for the texts CLIP's tokenizer must see whole."""
+    rows = []
+    cursor = con.execute(sql_text("tables/whole_count_texts"))
+    while (row := cursor.fetchone()) is not None:
+        kind, contract, token_id, method, head, body, traits = row
+        text = f"{head} {body}" if body else head
+        total = clip_tokens.count(text) + 2
+        kept = len(traits or [])
+        if traits and total > clip_tokens.CONTEXT_LENGTH:
+            joiner = " " if kind == "caption" else ", "
+            kept = sum(
+                clip_tokens.count(f"{head} {joiner.join(traits[:i])}") + 2
+                <= clip_tokens.CONTEXT_LENGTH
+                for i in range(1, len(traits) + 1)
+            )
+        rows.append(
+            {"kind": kind, "contract": contract, "token_id": token_id, "method": method,
+             "clip_tokens": total, "traits_kept": kept}
+        )  # fmt: skip
+    columns = dict.fromkeys(("kind", "contract", "token_id", "method"), "VARCHAR")
+    columns |= {"clip_tokens": "INTEGER", "traits_kept": "BIGINT"}
+    _load(con, "INSERT INTO whole_counted BY NAME", rows, columns)
+    return len(rows)
+
+
+def _load(
+    con: duckdb.DuckDBPyConnection,
+    into: str,
+    rows: list[dict[str, object]],
+    columns: dict[str, str],
+) -> None:
+    """``<into> SELECT`` the rows, through a JSON-lines file (binding lists is slow)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rows.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        con.execute(
+            f"{into} SELECT * FROM read_json(?, format = 'newline_delimited', columns = ?)",
+            [str(path), columns],
+        )
+
+
+def _copy(con: duckdb.DuckDBPyConnection, query: str, target: str) -> int:
+    """COPY a query to one parquet file; the rows written."""
+    row = con.execute(
+        f"COPY ({query}) TO {quote(target)} (FORMAT parquet, COMPRESSION zstd)"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _write_dashboards(con: duckdb.DuckDBPyConnection, out: Folder) -> None:
+    run_sql(con, "tables/dashboard")
+    cursor = con.execute("SELECT contract, dashboard FROM dashboards")
+    while (row := cursor.fetchone()) is not None:
+        contract, dashboard = row
+        pretty = json.dumps(json.loads(dashboard), ensure_ascii=False, indent=1)
+        out.put(f"dashboards/{contract}.json", pretty.encode("utf-8"))
+
+
+class _Clock:
+    def __init__(self, result: TablesResult) -> None:
+        self.result = result
+        self.last = time.monotonic()
+
+    def lap(self, step: str) -> None:
+        now = time.monotonic()
+        self.result.seconds[step] = round(now - self.last, 3)
+        self.last = now

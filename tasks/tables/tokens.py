@@ -1,0 +1,228 @@
+"""The ``tokens`` table: one row per token, from its manifest row and metadata JSON.
+
+This is the one step that parses token JSON, so it is done in Python, where
+``tasks.tables.traits`` turns whatever a collection wrote into clean traits and
+recorded reasons. It runs per manifest block (1,000 ids), as one Dask task,
+and writes ``tables/tokens/<contract>/<block>.parquet``; every other table is
+SQL over these files. A block whose manifest has not changed since its tokens
+file was written (the manifest's ETag is stored with it) is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from botocore.exceptions import ClientError
+
+from tasks.core import paths
+from tasks.core.content import parse_metadata
+from tasks.core.duck import connect
+from tasks.core.errors import ItemError
+from tasks.core.s3 import ObjectStore
+from tasks.core.sql import run_sql
+from tasks.ingest.manifest import ManifestRow, from_parquet, valid_text
+from tasks.tables.traits import Trait, clean_text, is_visual, normalise_traits
+
+MAX_NAME = 256  # characters kept of a token's name
+MAX_DESCRIPTION = 2000  # and of its description; captions use far less
+_ETAG = "source-etag"  # S3 user metadata of a tokens file: its manifest's ETag
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """One row of ``tokens`` (schema: sql/tables/tokens.sql)."""
+
+    collection: str
+    contract: str
+    token_id: str
+    name: str | None
+    description: str | None
+    status: str
+    error_kind: str | None
+    metadata_key: str | None
+    image_key: str | None
+    image_mime: str | None
+    image_sha256: str | None
+    width: int | None
+    height: int | None
+    traits: tuple[Trait, ...]
+    problems: tuple[str, ...]
+
+
+def token_record(row: ManifestRow, metadata: bytes | None) -> TokenRecord:
+    """The token's row; metadata that cannot be read leaves a problem, never an error."""
+    name = description = None
+    traits: tuple[Trait, ...] = ()
+    problems: list[str] = []
+    if metadata is not None:
+        try:
+            parsed = parse_metadata(metadata)
+        except ItemError as e:
+            problems.append(f"metadata: {e.message}")
+        else:
+            name = _field(parsed, "name", MAX_NAME, problems)
+            description = _field(parsed, "description", MAX_DESCRIPTION, problems)
+            found = normalise_traits(parsed)
+            traits, problems = found.traits, problems + list(found.problems)
+    elif row.metadata_key is not None:
+        problems.append("metadata: stored blob is missing")
+    ok = row.status == "ok"
+    return TokenRecord(
+        collection=row.collection,
+        contract=row.contract,
+        token_id=row.token_id,
+        name=name,
+        description=description,
+        status=row.status,
+        error_kind=row.error_kind,
+        metadata_key=row.metadata_key,
+        image_key=row.image_key if ok else None,
+        image_mime=row.mime if ok else None,
+        image_sha256=row.sha256 if ok else None,
+        width=row.width if ok else None,
+        height=row.height if ok else None,
+        traits=traits,
+        problems=tuple(problems),
+    )
+
+
+def _field(metadata: dict[str, Any], key: str, limit: int, problems: list[str]) -> str | None:
+    """A clean text field; numbers become text, anything else is a recorded problem."""
+    raw = metadata.get(key)
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        problems.append(f"{key}: not text, ignored")
+        return None
+    text = clean_text(valid_text(str(raw)))
+    if len(text) > limit:
+        problems.append(f"{key}: cut to {limit} characters")
+        text = text[:limit].rstrip()
+    return text or None
+
+
+def _jsonable(record: TokenRecord) -> dict[str, Any]:
+    return {
+        **{k: v for k, v in record.__dict__.items() if k not in ("traits", "problems")},
+        "traits": [
+            {
+                "trait_type": t.trait_type,
+                "value": t.value,
+                "display_type": t.display_type,
+                "visual": is_visual(t),
+            }
+            for t in record.traits
+        ],
+        "problems": list(record.problems),
+    }
+
+
+def write_parquet(records: Iterable[TokenRecord], path: Path) -> int:
+    """Write records as one tokens parquet file (through JSON lines, as manifests are)."""
+    con = connect()
+    try:
+        run_sql(con, "tables/tokens")
+        with tempfile.TemporaryDirectory() as tmp:
+            lines = Path(tmp) / "tokens.jsonl"
+            count = 0
+            with lines.open("w", encoding="utf-8") as out:
+                for record in records:
+                    out.write(json.dumps(_jsonable(record), ensure_ascii=False) + "\n")
+                    count += 1
+            if count:
+                con.execute(
+                    "INSERT INTO tokens BY NAME SELECT * FROM read_json(?, "
+                    "format = 'newline_delimited', columns = ?)",
+                    [str(lines), _json_columns(con)],
+                )
+        con.execute(f"COPY tokens TO '{path}' (FORMAT parquet, COMPRESSION zstd)")
+        return count
+    finally:
+        con.close()
+
+
+def _json_columns(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """read_json column types: the tokens table's own, so nothing is guessed."""
+    return {name: kind for name, kind, *_ in con.execute("DESCRIBE tokens").fetchall()}
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    manifest_key: str
+    tokens: int
+    skipped: bool  # the tokens file was already up to date
+    problems: int  # tokens with at least one recorded problem
+
+
+def tokens_key(store: ObjectStore, manifest_key: str) -> str:
+    """``tables/tokens/<contract>/<block>.parquet`` for ``manifests/<contract>/<block>.parquet``."""
+    contract, name = manifest_key.rsplit("/", 2)[-2:]
+    return store.key(paths.TABLES, "tokens", contract, name)
+
+
+def build_block(
+    store: ObjectStore, manifest_key: str, *, force: bool = False, threads: int = 16
+) -> BlockResult:
+    """Write the block's tokens file unless it is up to date with its manifest."""
+    target = tokens_key(store, manifest_key)
+    head = store.client.head_object(Bucket=store.bucket, Key=manifest_key)
+    etag = str(head["ETag"])
+    if not force and _source_etag(store, target) == etag:
+        return BlockResult(manifest_key, 0, skipped=True, problems=0)
+    body = store.client.get_object(Bucket=store.bucket, Key=manifest_key, IfMatch=etag)
+    rows = from_parquet(body["Body"].read())
+    with ThreadPoolExecutor(threads) as pool:
+        blobs = list(pool.map(_loader(store), rows))
+    records = [token_record(row, blob) for row, blob in zip(rows, blobs, strict=True)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tokens.parquet"
+        write_parquet(records, path)
+        store.client.put_object(
+            Bucket=store.bucket, Key=target, Body=path.read_bytes(), Metadata={_ETAG: etag}
+        )
+    return BlockResult(
+        manifest_key, len(records), skipped=False, problems=sum(1 for r in records if r.problems)
+    )
+
+
+def _loader(store: ObjectStore) -> Callable[[ManifestRow], bytes | None]:
+    def load(row: ManifestRow) -> bytes | None:
+        return None if row.metadata_key is None else store.get(row.metadata_key)
+
+    return load
+
+
+def _source_etag(store: ObjectStore, key: str) -> str | None:
+    try:
+        head = store.client.head_object(Bucket=store.bucket, Key=key)
+    except ClientError as e:
+        if str(e.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise
+    return head.get("Metadata", {}).get(_ETAG)
+
+
+def manifest_keys(store: ObjectStore, contracts: Sequence[str] | None = None) -> list[str]:
+    """Every finished block manifest (checkpoint parts excluded), optionally per contract."""
+    prefixes = (
+        [store.key("manifests", c) + "/" for c in contracts]
+        if contracts
+        else [store.key("manifests") + "/"]
+    )
+    keys = [k for p in prefixes for k in store.list_keys(p)]
+    return sorted(k for k in keys if k.endswith(".parquet") and "/_parts/" not in k)
+
+
+def prune_tokens(store: ObjectStore, manifests: Sequence[str]) -> int:
+    """Delete tokens files whose manifest is gone, so no table counts a token twice."""
+    wanted = {tokens_key(store, key) for key in manifests}
+    stale = [k for k in store.list_keys(store.key(paths.TABLES, "tokens") + "/") if k not in wanted]
+    store.delete(stale)
+    return len(stale)

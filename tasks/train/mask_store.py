@@ -1,0 +1,143 @@
+"""Each collection's trait masks, built once before dynamic-masking training and kept in S3.
+
+A collection whose layer art is configured (``Settings.trait_layers``; the demo
+ships Moonbirds') gets the official masks; every other collection gets masks
+derived from its own training images (``tasks.train.masks.MaskBuilder``). When both
+exist the derived ones are built too and their IoU against the official ones is
+reported: that is how good derivation is where nobody published layers.
+
+Stored per contract under ``masks/``: ``<contract>.npz`` (``keys``: N x 2 strings,
+``masks``: N x H x W booleans, no pickles) and ``<contract>.json`` (the report).
+A collection where no value gets a mask (no visual traits, as Loot) gets the
+report alone, with source "none", so it is not tried again on every run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tasks.core.errors import ItemError
+from tasks.core.folders import Folder
+from tasks.core.s3 import ObjectStore
+from tasks.export import images
+from tasks.export.items import ExportItem
+from tasks.train.masks import Key, Mask, MaskBuilder, iou, official_masks
+
+MAX_REASONS = 50  # values listed per report without a mask, with why
+
+
+@dataclass(frozen=True)
+class MaskReport:
+    contract: str
+    collection: str
+    source: str  # "official", "derived", or "none" (no value has a mask)
+    values: int  # values with a mask
+    tokens: int  # tokens derivation counted (0 for official masks alone)
+    skipped: int  # tokens derivation could not use
+    size: tuple[int, int]  # (height, width) of the masks
+    mean_iou: float | None = None  # derived against official, where both exist
+    iou_values: int = 0
+    no_mask: dict[str, str] = field(default_factory=dict)  # value -> why it has none
+
+
+def masks_path(contract: str) -> str:
+    return f"{contract}.npz"
+
+
+def report_path(contract: str) -> str:
+    return f"{contract}.json"
+
+
+def build_masks(
+    items: Iterable[ExportItem],
+    store: ObjectStore,
+    folder: Folder,
+    *,
+    layers: Path | None = None,
+    min_tokens: int = 3,
+) -> MaskReport:
+    """Masks of one collection from its items' stored images; written to ``folder``.
+
+    Items must be of one contract and carry the traits of their caption. The
+    native image size is the first image's; tokens of another size are skipped
+    by the builder and counted.
+    """
+    builder: MaskBuilder | None = None
+    contract = collection = ""
+    for item in items:
+        contract, collection = item.contract, item.collection
+        if not item.traits:
+            continue
+        data = store.get(item.image_key)
+        if data is None:
+            continue
+        try:
+            image = images.decode(data, item.image_mime)
+        except ItemError:
+            continue
+        if builder is None:
+            builder = MaskBuilder(image.size)
+        builder.add(image, item.traits, item.token_id)
+    if not contract:
+        raise ValueError("no items to build masks from")
+    derived = builder.masks(min_tokens=min_tokens) if builder is not None else None
+    masks: dict[Key, Mask] = dict(derived.masks) if derived else {}
+    no_mask = {f"{t}: {v}": why for (t, v), why in (derived.reasons if derived else {}).items()}
+    source, mean, compared = "derived", None, 0
+    if layers is not None:
+        official = official_masks(layers)
+        scores = [iou(m, official[k]) for k, m in masks.items() if k in official]
+        mean, compared = (float(np.mean(scores)), len(scores)) if scores else (None, 0)
+        masks, source, no_mask = official, "official", {}
+    if not masks:
+        source = "none"
+    size = next(iter(masks.values())).shape if masks else (0, 0)
+    report = MaskReport(
+        contract=contract,
+        collection=collection,
+        source=source,
+        values=len(masks),
+        tokens=derived.tokens if derived else 0,
+        skipped=derived.skipped_count if derived else 0,
+        size=(int(size[0]), int(size[1])),
+        mean_iou=mean,
+        iou_values=compared,
+        no_mask=dict(list(no_mask.items())[:MAX_REASONS]),
+    )
+    if masks:
+        folder.put(masks_path(contract), encode_masks(masks))
+    folder.put(report_path(contract), json.dumps(asdict(report), indent=1).encode())
+    return report
+
+
+def encode_masks(masks: Mapping[Key, Mask]) -> bytes:
+    """An .npz of the masks: string keys and boolean arrays, readable without pickle."""
+    keys = sorted(masks)
+    out = io.BytesIO()
+    np.savez_compressed(
+        out,
+        keys=np.array(keys, dtype=str).reshape(len(keys), 2),
+        masks=np.stack([masks[k] for k in keys]).astype(bool),
+    )
+    return out.getvalue()
+
+
+def decode_masks(data: bytes) -> dict[Key, Mask]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        keys, stack = npz["keys"], npz["masks"]
+    return {(str(t), str(v)): stack[i] for i, (t, v) in enumerate(keys)}
+
+
+def load_masks(folder: Folder, contracts: Iterable[str]) -> dict[str, dict[Key, Mask]]:
+    """The stored masks of each contract that has them (others train unmasked)."""
+    found: dict[str, dict[Key, Mask]] = {}
+    for contract in contracts:
+        if folder.exists(masks_path(contract)):
+            found[contract] = decode_masks(folder.get(masks_path(contract)))
+    return found
