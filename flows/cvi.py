@@ -1,7 +1,7 @@
 """`nft1000/cvi`: the Comprehensive Variance Index of every collection of an export.
 
 Orchestration only. Embeds each split's images and captions with a model
-(tasks.evaluate.embedding_store: float16 parquet under ``embeddings/<id>/<split>/``, one file
+(tasks.evaluate.embed: float16 parquet under ``embeddings/<id>/<split>/``, one file
 per group of shards, so a stopped run resumes and nothing is embedded twice),
 computes CVI and its parts per collection and per split in one DuckDB scan
 (sql/evaluate/cvi.sql), and sets each beside the within-collection top-1 of the same
@@ -13,7 +13,6 @@ markdown artifacts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict
 from typing import Any, Literal
@@ -28,23 +27,33 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from flows.evaluate import resolve_model
 from flows.runner import artifact_key, task_runner
 from tasks.core import paths
-from tasks.core.duck import connect
-from tasks.core.folders import open_folder
+from tasks.core.folders import open_bucket
 from tasks.core.s3 import presigned_link
 from tasks.core.settings import Settings, load_settings
-from tasks.core.sql import quote
-from tasks.evaluate.cvi import CviRow, correlations, cvi_results
-from tasks.evaluate.embedding_files import read_files
-from tasks.evaluate.embedding_store import embed_split
-from tasks.evaluate.plots import CviPoint, cvi_bars, cvi_scatter
-from tasks.evaluate.retrieval import within_top1
-from tasks.export.items import HOLDOUT
-from tasks.train.loop import resolve_device
-from tasks.train.model import load_clip
-from tasks.train.shards import SIZES, open_shards
+from tasks.evaluate import (
+    CviPoint,
+    CviRow,
+    correlations,
+    cvi_bars,
+    cvi_run_id,
+    cvi_scatter,
+    embed_split,
+    exported_splits,
+    measure_cvi,
+    read_files,
+    split_listing,
+)
+from tasks.export import HOLDOUT
+from tasks.train import (
+    has_finished_run,
+    load_clip,
+    open_shards,
+    resolve_device,
+    resolve_model,
+    resolve_precision,
+)
 
 SETTINGS = load_settings()
 # The token-level holdout (nft1000/export holdout=N) is measured like a test split.
@@ -68,33 +77,26 @@ def cvi(
     ``force`` embeds again what an earlier run embedded."""
     logger = get_run_logger()
     settings = SETTINGS
-    if model == "latest" and not open_folder(paths.url(settings, "models"), settings).exists(
-        "latest.json"
-    ):
+    if model == "latest" and not has_finished_run(settings):
         logger.warning("no finished nft1000/finetune run: using the configured pretrained model")
         model = "pretrained"
-    arch, weights, label = resolve_model(model, architecture, settings)
-    root = (data or paths.url(settings, "exports", "webdataset")).rstrip("/")
-    exported = open_folder(root, settings)
-    present = [s for s in (splits or SPLITS) if exported.exists(f"{s}/{SIZES}")]
+    ref = resolve_model(model, architecture, settings)
+    root = (data or paths.url(settings, paths.export(paths.WEBDATASET))).rstrip("/")
+    present = exported_splits(root, splits or SPLITS, settings)
     if not present:
         raise ValueError(f"no split of {list(splits or SPLITS)} is exported under {root}")
-    # A new export (other shards or sizes) under the same root gets new embeddings.
-    listing = b"".join(exported.get(f"{s}/{SIZES}") for s in present)
-    run_id = hashlib.sha256(f"{label}\n{root}\n".encode() + listing).hexdigest()[:16]
-    out_root = paths.url(settings, "embeddings", run_id)
-    open_folder(out_root, settings).put(
-        "model.json",
-        json.dumps(
-            {"model": label, "architecture": arch, "weights": weights, "data": root}
-        ).encode(),
+    run_id = cvi_run_id(ref.label, root, split_listing(root, present, settings))
+    out_root = paths.url(settings, paths.embeddings(run_id))
+    doc = {"model": ref.label, "architecture": ref.architecture, "weights": ref.weights}
+    open_bucket(settings).put(
+        paths.embeddings_model(run_id), json.dumps(doc | {"data": root}).encode()
     )
 
     device = resolve_device(settings.device)
-    chosen = "bf16" if precision == "auto" and device.type == "cuda" else precision
-    clip = load_clip(arch, weights, settings, device)
+    clip = load_clip(ref.architecture, ref.weights, settings, device)
     files: list[str] = []
-    progress = UUID(str(create_progress_artifact(0.0, key=artifact_key("cvi", label, "embed"))))
+    key = artifact_key("cvi", ref.label, "embed")
+    progress = UUID(str(create_progress_artifact(0.0, key=key)))
     for number, split in enumerate(present):
 
         def report(done: int, total: int, number: int = number) -> None:
@@ -107,7 +109,7 @@ def cvi(
             settings,
             device=device,
             batch_size=batch_size,
-            precision="fp32" if chosen == "auto" else chosen,
+            precision=resolve_precision(precision, device),
             workers=workers,
             force=force,
             on_group=report,
@@ -122,33 +124,27 @@ def cvi(
         files += result.files
     del clip
 
-    rows = _measure(settings, files, label, root, run_id)
+    results = paths.url(settings, paths.cvi_results(run_id))
+    rows = measure_cvi(
+        settings,
+        files,
+        read_files(files, settings),
+        model=ref.label,
+        data=root,
+        url=results,
+        device=device,
+    )
     rho = correlations(rows)
-    reports = _reports(settings, run_id, label, root, rows, rho)
+    reports = _reports(settings, run_id, ref.label, root, rows, rho)
     return {
-        "model": label,
+        "model": ref.label,
         "data": root,
         "embeddings": out_root,
-        "results": f"{paths.tables_root(settings)}/cvi/{run_id}.parquet",
+        "results": results,
         "collections": sum(r.level == "collection" for r in rows),
         "spearman": rho,
         "reports": reports,
     }
-
-
-def _measure(
-    settings: Settings, files: list[str], label: str, root: str, run_id: str
-) -> list[CviRow]:
-    """CVI (DuckDB) beside top-1 (torch) of the embeddings; the result table to S3."""
-    top1 = within_top1(read_files(files, settings), device=resolve_device(settings.device))
-    con = connect(settings)
-    try:
-        rows = cvi_results(con, files, top1, model=label, data=root)
-        url = f"{paths.tables_root(settings)}/cvi/{run_id}.parquet"
-        con.execute(f"COPY cvi_results TO {quote(url)} (FORMAT parquet)")
-    finally:
-        con.close()
-    return rows
 
 
 def _reports(
@@ -160,7 +156,7 @@ def _reports(
     rho: dict[str, float | None],
 ) -> dict[str, str]:
     """Plots and the JSON report under reports/cvi/, and the run's artifacts."""
-    reports = open_folder(paths.url(settings, "reports", "cvi"), settings)
+    bucket = open_bucket(settings)
     whole = [r for r in rows if r.level == "collection"]
     plots = {"bars": cvi_bars(whole, f"CVI of {label} on {root}")}
     for group in rho:
@@ -171,18 +167,19 @@ def _reports(
         ]
         title = f"CVI against top-1 ({group}) of {label}"
         plots[f"scatter-{group}"] = cvi_scatter(points, rho[group], title)
-    plot_paths = {name: f"reports/cvi/{run_id}-{name}.png" for name in plots}
+    plot_paths = {name: paths.report("cvi", f"{run_id}-{name}.png") for name in plots}
     for name, png in plots.items():
-        reports.put(f"{run_id}-{name}.png", png)
+        bucket.put(plot_paths[name], png)
     doc = {
         "model": label,
         "data": root,
         "spearman": rho,
         "rows": [asdict(r) for r in rows],
     }
-    reports.put(f"{run_id}.json", json.dumps(doc, indent=1).encode())
+    json_path = paths.report("cvi", f"{run_id}.json")
+    bucket.put(json_path, json.dumps(doc, indent=1).encode())
     _artifacts(settings, doc, plot_paths)
-    return plot_paths | {"json": f"reports/cvi/{run_id}.json"}
+    return plot_paths | {"json": json_path}
 
 
 def _artifacts(settings: Settings, doc: dict[str, Any], paths: dict[str, str]) -> None:

@@ -12,8 +12,6 @@ for the same model and data are not computed again unless ``force``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
@@ -25,18 +23,22 @@ from prefect.artifacts import (
 
 from flows.runner import artifact_key, task_runner
 from tasks.core import paths
-from tasks.core.duck import connect
-from tasks.core.folders import open_folder
+from tasks.core.folders import open_bucket
 from tasks.core.s3 import presigned_link
 from tasks.core.settings import Settings, load_settings
-from tasks.core.sql import quote
-from tasks.evaluate.embed import embed_shards
-from tasks.evaluate.plots import topk_plot
-from tasks.evaluate.retrieval import ALL, KS, POOLS, evaluate, result_rows, upsert_results
-from tasks.export.items import HOLDOUT
-from tasks.train.loop import resolve_device
-from tasks.train.model import load_clip
-from tasks.train.shards import SIZES, open_shards
+from tasks.evaluate import (
+    ALL,
+    KS,
+    POOLS,
+    embed_shards,
+    evaluate,
+    held_out_split,
+    result_rows,
+    retrieval_result_id,
+    save_results,
+    topk_plot,
+)
+from tasks.train import load_clip, open_shards, resolve_device, resolve_model, resolve_precision
 
 SETTINGS = load_settings()
 
@@ -64,30 +66,30 @@ def evaluate_model(
     """
     logger = get_run_logger()
     settings = SETTINGS
-    arch, weights, label = resolve_model(model, architecture, settings)
+    ref = resolve_model(model, architecture, settings)
     if data is None:
-        data = _held_out_split(settings)
+        data = held_out_split(settings)
         if data is None:
             logger.warning("no test or holdout split exported: nothing to evaluate")
-            return {"model": label, "data": None, "skipped": True}
+            return {"model": ref.label, "data": None, "skipped": True}
     shards = open_shards(data, settings)
-    result_id = hashlib.sha256(f"{label}\n{shards.url}".encode()).hexdigest()[:16]
-    results_url = f"{paths.tables_root(settings)}/retrieval_results/{result_id}.parquet"
-    tables = open_folder(paths.tables_root(settings), settings)
-    if not force and tables.exists(f"retrieval_results/{result_id}.parquet"):
-        logger.info("%s on %s was evaluated already: %s", label, shards.url, results_url)
-        return {"model": label, "data": shards.url, "results": results_url, "skipped": True}
+    result_id = retrieval_result_id(ref.label, shards.url)
+    bucket = open_bucket(settings)
+    results_key = paths.retrieval_results(result_id)
+    results_url = paths.url(settings, results_key)
+    if not force and bucket.exists(results_key):
+        logger.info("%s on %s was evaluated already: %s", ref.label, shards.url, results_url)
+        return {"model": ref.label, "data": shards.url, "results": results_url, "skipped": True}
 
     device = resolve_device(settings.device)
-    chosen = "bf16" if precision == "auto" and device.type == "cuda" else precision
-    clip = load_clip(arch, weights, settings, device)
+    clip = load_clip(ref.architecture, ref.weights, settings, device)
     embedded = embed_shards(
         clip,
         shards,
         settings,
         device=device,
         batch_size=batch_size,
-        precision="fp32" if chosen == "auto" else chosen,
+        precision=resolve_precision(precision, device),
         workers=workers,
     )
     logger.info("embedded %d pairs at %.0f/s", len(embedded.keys), embedded.per_second)
@@ -100,26 +102,22 @@ def evaluate_model(
         device=device,
     )
     rows = [
-        row for pool in results.values() for row in result_rows(pool, model=label, data=shards.url)
+        row
+        for pool in results.values()
+        for row in result_rows(pool, model=ref.label, data=shards.url)
     ]
-    con = connect(settings)
-    try:
-        upsert_results(con, rows)
-        con.execute(f"COPY retrieval_results TO {quote(results_url)} (FORMAT parquet)")
-    finally:
-        con.close()
+    save_results(settings, rows, results_url)
 
-    png = topk_plot(results, f"{label} on {shards.url}")
-    reports = open_folder(paths.url(settings, "reports", "retrieval"), settings)
-    reports.put(f"{result_id}.png", png)
-    _artifacts(settings, rows, label, shards.url, f"reports/retrieval/{result_id}.png")
+    plot = paths.report("retrieval", f"{result_id}.png")
+    bucket.put(plot, topk_plot(results, f"{ref.label} on {shards.url}"))
+    _artifacts(settings, rows, ref.label, shards.url, plot)
     summary = {
         pool: {f"top{k}": round(r.micro(k), 4) for k in r.ks}
         | {f"macro_top{k}": round(r.macro(k), 4) for k in r.ks}
         for pool, r in results.items()
     }
     return {
-        "model": label,
+        "model": ref.label,
         "data": shards.url,
         "pairs": len(embedded.keys),
         "embed_per_second": round(embedded.per_second, 1),
@@ -127,31 +125,6 @@ def evaluate_model(
         "accuracy": summary,
         "skipped": False,
     }
-
-
-def _held_out_split(settings: Settings) -> str | None:
-    """The export's test split, else its holdout split; None when it has neither."""
-    for split in ("test", HOLDOUT):
-        url = paths.url(settings, "exports", "webdataset", split)
-        if open_folder(url, settings).exists(SIZES):
-            return url
-    return None
-
-
-def resolve_model(model: str, architecture: str | None, settings: Settings) -> tuple[str, str, str]:
-    """(architecture, weights, label) of what ``model`` names."""
-    if model == "pretrained":
-        arch = architecture or settings.model
-        return arch, settings.pretrained, f"{arch}:{settings.pretrained or 'random'}"
-    if model.endswith(".pt"):
-        arch = architecture or settings.model
-        return arch, model, model
-    models = open_folder(paths.url(settings, "models"), settings)
-    pointer = "latest.json" if model == "latest" else f"{model}/latest.json"
-    if not models.exists(pointer):
-        raise ValueError(f"no finished nft1000/finetune run at models/{pointer}")
-    doc = json.loads(models.get(pointer))
-    return str(doc["architecture"]), str(doc["model"]), f"{doc['name']}/{doc['run_id']}"
 
 
 def _artifacts(settings: Settings, rows: list[Any], label: str, data: str, plot_path: str) -> None:

@@ -9,30 +9,33 @@ metadata_dashboard.json. Both are resumable: what is already written is skipped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 
-from flows.runner import task_runner
+from flows.runner import failed_by_reason, task_runner
 from tasks.core import paths
 from tasks.core.duck import connect
-from tasks.core.folders import open_folder
 from tasks.core.settings import Settings, load_settings
-from tasks.export.items import HOLDOUT, SPLITS, ExportItem, export_items
-from tasks.export.layout_export import LayoutExportResult, export_batch, write_dashboard
-from tasks.export.webdataset import (
+from tasks.export import (
+    HOLDOUT,
+    SPLITS,
+    ExportItem,
     Holdout,
+    LayoutExportResult,
     ShardOptions,
     ShardPlan,
     ShardResult,
+    copy_dashboards,
+    export_batch,
+    export_items,
+    layout_batches,
     plan_shards,
     write_index,
     write_shard,
 )
-from tasks.ingest.blocks import BLOCK
 
 SETTINGS = load_settings()
 
@@ -75,7 +78,7 @@ def export(
     where every collection is a training collection (the demo).
     """
     settings = SETTINGS
-    target = destination or paths.url(settings, "exports", format)
+    target = destination or paths.url(settings, paths.export(format))
     chosen = list(splits or SPLITS)
     if holdout and HOLDOUT not in chosen:
         chosen.append(HOLDOUT)
@@ -149,42 +152,20 @@ def _layout(
     )
     folders: dict[str, str] = {}
     futures: list[PrefectFuture[LayoutExportResult]] = []
-    for batch in _blocks(items):
+    for batch in layout_batches(items):
         folders[batch[0].contract] = batch[0].folder
         futures.append(export_layout_batch.submit(batch, target, settings))
     total = LayoutExportResult()
     for future in futures:
         total.merge(future.result())
-    dashboards = open_folder(paths.tables_root(settings), settings)
-    for contract, folder in folders.items():
-        write_dashboard(
-            target, settings, folder, dashboards.get(paths.join("dashboards", f"{contract}.json"))
-        )
-    failed: dict[str, int] = {}
-    for failure in total.failed:
-        failed[failure.kind] = failed.get(failure.kind, 0) + 1
+    copy_dashboards(target, settings, paths.tables_root(settings), folders)
     row = {
         "collections": len(folders),
         "written": total.written,
         "already_there": total.skipped_existing,
         "failed": len(total.failed),
-        "failed_by_reason": ", ".join(f"{k}: {n}" for k, n in sorted(failed.items())) or "-",
+        "failed_by_reason": failed_by_reason(f.kind for f in total.failed),
         "bytes": total.bytes_written,
     }
     create_table_artifact([row], key="export-nft1000", description=f"NFT1000 layout in {target}")
     return row
-
-
-def _blocks(items: Iterator[ExportItem]) -> Iterator[list[ExportItem]]:
-    """Items cut at each change of collection and of 1,000-id block (items come sorted)."""
-    batch: list[ExportItem] = []
-    for item in items:
-        if batch and (item.contract, int(item.token_id) // BLOCK) != (
-            batch[0].contract,
-            int(batch[0].token_id) // BLOCK,
-        ):
-            yield batch
-            batch = []
-        batch.append(item)
-    if batch:
-        yield batch

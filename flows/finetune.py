@@ -1,7 +1,7 @@
 """`nft1000/finetune`: fine-tune CLIP on the exported shards, plain or with dynamic masking.
 
 Orchestration only. For dynamic masking, each training collection's trait masks
-are built first where missing (one Dask task per collection, tasks.train.mask_store:
+are built first where missing (one Dask task per collection, tasks.train.masks.store:
 official layers where configured, else derived from its training images). Then
 the model trains in this flow run's process, on its GPU when it has one
 (tasks.train.loop), with checkpoints and logs in S3 under ``models/<name>/<run id>/``;
@@ -12,11 +12,7 @@ reads. Runs nightly on the `gpu` work pool (prefect.yaml).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from dataclasses import asdict
-from itertools import groupby
-from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
@@ -30,24 +26,31 @@ from prefect.artifacts import (
 
 from flows.runner import artifact_key, task_runner
 from tasks.core import paths
-from tasks.core.duck import connect
 from tasks.core.folders import open_folder
-from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings, load_settings
-from tasks.export.items import ExportItem, export_items
-from tasks.export.webdataset import Holdout, read_holdout
-from tasks.train.loop import Mode, Precision, TrainConfig, TrainResult, planned_steps, train
-from tasks.train.mask_store import MaskReport, build_masks, load_masks, report_path
-from tasks.train.shards import open_shards
+from tasks.export import ExportItem, Holdout, read_holdout
+from tasks.train import (
+    MaskReport,
+    Mode,
+    Precision,
+    TrainConfig,
+    TrainResult,
+    build_collection_masks,
+    load_all_masks,
+    mask_targets,
+    open_shards,
+    planned_steps,
+    publish_run,
+    run_folder_name,
+    train,
+)
 
 SETTINGS = load_settings()
 
 
 @task(name="trait-masks", retries=1, retry_delay_seconds=10, task_run_name="{items[0].folder}")
 def collection_masks(items: list[ExportItem], settings: Settings, layers: str | None) -> MaskReport:
-    folder = open_folder(paths.url(settings, "masks"), settings)
-    art = Path(layers) if layers else None
-    return build_masks(items, ObjectStore(settings), folder, layers=art)
+    return build_collection_masks(items, settings, layers)
 
 
 @flow(name="nft1000", task_runner=task_runner(SETTINGS), log_prints=True)
@@ -96,20 +99,18 @@ def finetune(
         seed=settings.seed if seed is None else seed,
     )
     shards = open_shards(
-        train_data or paths.url(settings, "exports", "webdataset", "train"), settings
+        train_data or paths.url(settings, paths.export(paths.WEBDATASET, "train")), settings
     )
     masks: dict[str, Any] = {}
     if config.mode == "dynamic-mask":
         reports = _ensure_masks(settings, rebuild_masks, read_holdout(shards.url, settings))
         if reports:
             _mask_artifact(reports)
-        folder = open_folder(paths.url(settings, "masks"), settings)
-        contracts = [p.removesuffix(".npz") for p in folder.walk() if p.endswith(".npz")]
-        masks = load_masks(folder, contracts)
+        masks = load_all_masks(settings)
         logger.info("dynamic masking with the masks of %d collections", len(masks))
     run_name = name or run_folder_name(config)
     run_id = config.run_id(shards)
-    out_url = paths.url(settings, "models", run_name, run_id)
+    out_url = paths.url(settings, paths.run_folder(run_name, run_id))
     progress = cast(
         UUID, create_progress_artifact(0.0, key=artifact_key("finetune", run_name, "progress"))
     )
@@ -129,60 +130,23 @@ def finetune(
         on_log=on_log,
     )
     update_progress_artifact(progress, 100.0)
-    pointer = {
-        "name": run_name,
-        "run_id": result.run_id,
-        "model": f"{out_url}/model.pt",
-        "architecture": config.architecture,
-        "train_data": shards.url,
-        "config": asdict(config),
-    }
-    models = open_folder(paths.url(settings, "models"), settings)
-    for path in (f"{run_name}/latest.json", "latest.json"):
-        models.put(path, json.dumps(pointer, indent=1).encode())
+    pointer = publish_run(settings, run_name, result.run_id, config, shards.url)
     _training_artifacts(result, run_name, out_url)
     return pointer | {"steps": result.steps, "resumed_from_step": result.resumed_from_step}
 
 
-def run_folder_name(config: TrainConfig) -> str:
-    """``<architecture>-<mode>`` with the architecture's folder name for local-dir: ones."""
-    arch = config.architecture.removeprefix("local-dir:").rstrip("/").rsplit("/", 1)[-1]
-    return artifact_key(arch, config.mode)
-
-
 def _ensure_masks(settings: Settings, rebuild: bool, holdout: Holdout | None) -> list[MaskReport]:
-    """Build the masks of every collection in the train split that has none yet, from its
-    tokens less those the export held out (derived masks see no held-out image)."""
+    """Build, one Dask task each, the masks of every training collection that has none."""
     layers = dict(entry.split("=", 1) for entry in settings.trait_layers if "=" in entry)
-    folder = open_folder(paths.url(settings, "masks"), settings)
-    con = connect(settings)
-    try:
-        futures = [
-            collection_masks.submit(items, settings, layers.get(items[0].collection))
-            for items in _by_contract(
-                export_items(
-                    con,
-                    paths.tables_root(settings),
-                    splits=["train"],
-                    holdout=holdout.per_collection if holdout else 0,
-                    seed=holdout.seed if holdout else 0,
-                )
-            )
-            if rebuild or not folder.exists(report_path(items[0].contract))
-        ]
-    finally:
-        con.close()
+    futures = [
+        collection_masks.submit(items, settings, layers.get(items[0].collection))
+        for items in mask_targets(settings, holdout, rebuild=rebuild)
+    ]
     reports = [future.result() for future in futures]
     for report in reports:
         if not report.values:
             get_run_logger().warning("%s: no trait has a mask; trains unmasked", report.collection)
     return reports
-
-
-def _by_contract(items: Iterator[ExportItem]) -> Iterator[list[ExportItem]]:
-    """Consecutive items of one contract (export_items orders by contract when unshuffled)."""
-    for _, group in groupby(items, key=lambda i: i.contract):
-        yield list(group)
 
 
 def _mask_artifact(reports: list[MaskReport]) -> None:

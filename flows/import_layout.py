@@ -14,11 +14,11 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from flows.runner import task_runner
+from flows.runner import failed_by_reason, task_runner
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings, load_settings
-from tasks.export.layout_import import ImportBatch, ImportResult, import_batch, plan_import
-from tasks.ingest.registry import registry_files
+from tasks.export import ImportBatch, ImportResult, import_batch, plan_import
+from tasks.ingest import registry_files
 
 SETTINGS = load_settings()
 
@@ -53,7 +53,7 @@ def import_nft1000(source: str, registries: list[str] | None = None) -> list[dic
             "contract": contract,
             "tokens": count["tokens"],
             "ok": count["ok"],
-            "failed_by_reason": _reasons(failed[(collection, contract)]),
+            "failed_by_reason": failed_by_reason(failed[(collection, contract)]),
         }
         for (collection, contract), count in totals.items()
     ]
@@ -63,7 +63,3 @@ def import_nft1000(source: str, registries: list[str] | None = None) -> list[dic
     ]
     create_table_artifact(table, key="import-summary", description=f"nft1000/import of {source}")
     return table
-
-
-def _reasons(failed: Counter[str]) -> str:
-    return ", ".join(f"{kind}: {n}" for kind, n in sorted(failed.items())) or "-"

@@ -8,9 +8,7 @@ UI as one progress artifact per collection and a summary table at the end.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from dataclasses import dataclass
 from typing import cast
 from uuid import UUID
 
@@ -22,63 +20,39 @@ from prefect.artifacts import (
 )
 from prefect.futures import PrefectFuture, as_completed
 
-from flows.runner import artifact_key, task_runner
+from flows.runner import artifact_key, failed_by_reason, task_runner
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings, load_settings
-from tasks.ingest.blocks import ShardResult, ShardSpec, plan_shards, run_shard
-from tasks.ingest.chain import ChainReader, CollectionFacts, RpcError
-from tasks.ingest.registry import (
+from tasks.ingest import (
+    BlockSpec,
+    CollectionPlan,
     CollectionTarget,
-    collection_name,
+    IngestResult,
+    ingest_block,
     load_registry,
     parse_target,
+    plan_collection,
     registry_files,
 )
 
 SETTINGS = load_settings()
 
 
-@dataclass(frozen=True)
-class CollectionPlan:
-    target: CollectionTarget
-    name: str
-    shards: list[ShardSpec]
-    error: str | None = None  # why the collection cannot be planned (the run goes on)
-
-
 @task(name="plan-collection", retries=2, retry_delay_seconds=5)
-def plan_collection(target: CollectionTarget, settings: Settings) -> CollectionPlan:
-    """Contract facts and token id range, cut into shards. Node failures raise (and are
-    retried); a contract that cannot be read as a collection gives a plan with an error."""
-
-    async def read() -> tuple[CollectionFacts, range]:
-        async with ChainReader(settings.rpc_url, settings.rpc_batch_size) as chain:
-            facts = await chain.collection_facts(target.address)
-            ids = await chain.token_id_range(target.address, facts.total_supply, target.ids)
-            return facts, ids
-
-    try:
-        facts, ids = asyncio.run(read())
-        name = collection_name(target, facts)
-        shards = plan_shards(
-            name, target.address, ids, settings.shard_size, settings.max_tokens_per_collection
-        )
-    except RpcError:
-        raise
-    except ValueError as e:
-        return CollectionPlan(target, target.name, [], error=str(e)[:500])
-    return CollectionPlan(target, name, shards)
+def plan_task(target: CollectionTarget, settings: Settings) -> CollectionPlan:
+    """Contract facts and id range cut into blocks; node failures raise and are retried."""
+    return plan_collection(target, settings)
 
 
 @task(
-    name="ingest-shard",
+    name="ingest-block",
     retries=2,
     retry_delay_seconds=10,
     task_run_name="{spec.collection} {spec.name}",
 )
-def ingest_shard(spec: ShardSpec, settings: Settings) -> ShardResult:
-    """One shard end to end; a retry resumes from the shard's checkpoints."""
-    return run_shard(spec, settings)
+def block_task(spec: BlockSpec, settings: Settings) -> IngestResult:
+    """One block end to end; a retry resumes from the block's checkpoints."""
+    return ingest_block(spec, settings)
 
 
 @flow(name="nft1000", task_runner=task_runner(SETTINGS), log_prints=True)
@@ -99,8 +73,8 @@ def ingest(
     ObjectStore(settings).ensure_bucket()
     started = time.monotonic()
 
-    plans = [plan_collection.submit(t, settings) for t in targets]
-    shard_futures: list[PrefectFuture[ShardResult]] = []
+    plans = [plan_task.submit(t, settings) for t in targets]
+    shard_futures: list[PrefectFuture[IngestResult]] = []
     progress: dict[str, UUID] = {}
     totals: dict[str, _Totals] = {}
     broken: list[str] = []
@@ -110,15 +84,15 @@ def ingest(
         if plan.error:
             logger.error("%s (%s) not ingested: %s", name, plan.target.address, plan.error)
             broken.append(f"{name}: {plan.error}")
-        logger.info("%s (%s): %d shards", name, plan.target.address, len(plan.shards))
-        totals[plan.target.address] = _Totals(name, plan.target.address, len(plan.shards))
+        logger.info("%s (%s): %d blocks", name, plan.target.address, len(plan.blocks))
+        totals[plan.target.address] = _Totals(name, plan.target.address, len(plan.blocks))
         progress[plan.target.address] = cast(
             UUID,
             create_progress_artifact(
-                0.0, key=artifact_key("ingest", name), description=f"{name}: shards done"
+                0.0, key=artifact_key("ingest", name), description=f"{name}: blocks done"
             ),
         )
-        shard_futures += [ingest_shard.submit(s, settings) for s in plan.shards]
+        shard_futures += [block_task.submit(s, settings) for s in plan.blocks]
 
     for done in as_completed(shard_futures):
         try:
@@ -153,10 +127,10 @@ class _Totals:
     def __init__(self, name: str, contract: str, shards: int) -> None:
         self.name, self.contract, self.shards = name, contract, shards
         self.shards_done = 0
-        self.result = ShardResult(name, contract)
+        self.result = IngestResult(name, contract)
         self.seconds = 0.0
 
-    def add(self, r: ShardResult, elapsed: float) -> None:
+    def add(self, r: IngestResult, elapsed: float) -> None:
         self.shards_done += 1
         self.seconds = elapsed
         self.result.merge(r)
@@ -170,7 +144,7 @@ class _Totals:
             "tokens": t.tokens,
             "ok": t.ok,
             "failed": sum(t.failed.values()),
-            "failed_by_reason": ", ".join(f"{k}: {n}" for k, n in sorted(t.failed.items())) or "-",
+            "failed_by_reason": failed_by_reason(t.failed),
             "already_done": t.skipped,
             "bytes": t.bytes,
             "new_bytes": t.new_bytes,

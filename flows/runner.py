@@ -1,13 +1,17 @@
-"""The Dask task runner every flow uses: the configured scheduler, or a local cluster."""
+"""What every flow shares: the Dask task runner (the configured scheduler, or a local
+cluster) and the helpers of its summary artifacts."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner
 from prefect_dask.task_runners import DaskTaskRunner
 
+from tasks.core.paths import slug
 from tasks.core.settings import Settings
 
 
@@ -25,5 +29,10 @@ def task_runner(settings: Settings) -> TaskRunner[PrefectFuture[Any]]:
 
 def artifact_key(*parts: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    text = "-".join(parts).lower()
-    return "".join(c if c.isalnum() and c.isascii() else "-" for c in text).strip("-")
+    return slug(*parts)
+
+
+def failed_by_reason(kinds: Iterable[str] | Mapping[str, int]) -> str:
+    """``"http_error: 3, not_found: 1"`` for a summary table's failed_by_reason cell."""
+    counts = Counter(kinds) if not isinstance(kinds, Mapping) else Counter(dict(kinds))
+    return ", ".join(f"{kind}: {n}" for kind, n in sorted(counts.items()) if n) or "-"

@@ -14,14 +14,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
 
 from flows.runner import task_runner
-from tasks.core import paths
-from tasks.core.duck import connect
-from tasks.core.folders import open_folder
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings, load_settings
-from tasks.tables.build import TablesResult, build_tables
-from tasks.tables.splits import load_split_rules
-from tasks.tables.tokens import BlockResult, build_block, manifest_keys, prune_tokens
+from tasks.ingest import manifest_keys
+from tasks.tables import BlockResult, TablesResult, build_block, build_run_tables, prune_tokens
 
 SETTINGS = load_settings()
 BLOCKS_PER_TASK = 10  # a Dask task costs ~0.2 s; a block ~0.1-0.5 s
@@ -37,20 +33,7 @@ def tokens_blocks(keys: list[str], settings: Settings, rebuild: bool) -> list[Bl
 @task(name="build-tables")
 def build_all(settings: Settings, seed: int, mini_per_collection: int) -> TablesResult:
     """Every table from every tokens file, in DuckDB (in the flow's process)."""
-    root = paths.tables_root(settings)
-    con = connect(settings, memory_limit=settings.duckdb_memory_limit)
-    try:
-        rules = load_split_rules(settings.partitioning, settings.registries)
-        return build_tables(
-            con,
-            f"{root}/tokens/*/*.parquet",
-            open_folder(root, settings),
-            rules,
-            seed=seed,
-            mini_per_collection=mini_per_collection,
-        )
-    finally:
-        con.close()
+    return build_run_tables(settings, seed, mini_per_collection)
 
 
 @flow(name="nft1000", task_runner=task_runner(SETTINGS), log_prints=True)

@@ -237,7 +237,7 @@ def _export_report(settings: Settings) -> str:
 
 def _finetune_report(settings: Settings) -> str:
     folder = ObjectStore(settings)
-    pointer = folder.get(folder.key("models", "latest.json"))
+    pointer = folder.get(folder.key(paths.MODELS, paths.latest()))
     if pointer is None:
         return "no model"
     latest = json.loads(pointer)
@@ -273,7 +273,7 @@ REPORTS: dict[str, Callable[[Settings], str]] = {
 
 
 def _export_index(settings: Settings) -> dict[str, Any]:
-    return read_index(paths.url(settings, "exports", "webdataset"), settings) or {}
+    return read_index(paths.url(settings, paths.export(paths.WEBDATASET)), settings) or {}
 
 
 def exported_samples(settings: Settings) -> dict[str, dict[str, int]]:

@@ -27,7 +27,7 @@ def open_views(settings: Settings) -> duckdb.DuckDBPyConnection:
     """A connection with a view per table of the configured bucket and prefix."""
     con = connect(settings)
     con.execute("SET VARIABLE tables = ?", [paths.tables_root(settings)])
-    con.execute("SET VARIABLE manifests = ?", [paths.url(settings, "manifests")])
+    con.execute("SET VARIABLE manifests = ?", [paths.url(settings, paths.MANIFESTS)])
     run_sql(con, "shell/views")
     for folder, views in RESULT_VIEWS.items():
         found = con.execute(

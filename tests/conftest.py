@@ -1,11 +1,11 @@
-"""Session fixtures: the real local services the ingest tests run against.
+"""What every tier shares: no model hub, and each test marked with its tier's markers.
 
-``services`` starts SeaweedFS (S3), anvil (with the demo Moonbirds and Loot
-deployed) and the demo IPFS gateway on free ports with their state in a temporary
-folder, through the same spec builders as ``infra.stack``, and stops each by its
-PID at the end. ``origin`` is a crafted-content HTTP server that counts its hits.
-Each test gets its own ``s3_prefix`` (fixture ``settings``), so tests never see
-each other's objects.
+The tiers are the folders (tests/README.md): ``unit/``, ``slow/``, ``services/`` and
+``e2e/``. A test's folder gives its markers, so ``pytest -m`` selects as it always
+did: ``services/`` is marked ``services``; ``e2e/`` both ``services`` and ``e2e`` (it
+runs the whole stack); ``slow/`` ``slow``; ``unit/`` nothing. The real services'
+fixtures (``services``, ``settings``, ``store``, ``origin``) live in
+``services/conftest.py``, so a unit or slow test cannot reach them.
 """
 
 from __future__ import annotations
@@ -15,129 +15,36 @@ import os
 # Before anything imports open_clip: no test may reach for a model hub (no network here).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import dataclasses
-import shutil
-import signal
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from _servers import Origin
-from _stack import (
-    AWS_KEY,
-    LOOT,
-    LOOT_ARCHIVE,
-    MOONBIRDS,
-    MOONBIRDS_ARCHIVE,
-    Services,
-    build_quirks_ipfs,
-    prefix_for,
-)
 
-from infra import stack
-from infra.demo_chain import anvil_spec, compile_contracts, deploy_demo, read_loot_uris
-from infra.demo_content import build_moonbirds
-from infra.process import ServiceSpec, start, stop
-from tasks.core.s3 import ObjectStore
-from tasks.core.settings import Settings
+TIERS: dict[str, tuple[str, ...]] = {
+    "unit": (),
+    "slow": ("slow",),
+    "services": ("services",),
+    "e2e": ("services", "e2e"),
+}
+HERE = Path(__file__).resolve().parent
 
 
-def _cache_dir(config: pytest.Config, tmp: pytest.TempPathFactory) -> Path:
-    """pytest's cache folder (compiled contracts and the CAR survive sessions), else tmp."""
-    cache = getattr(config, "cache", None)
-    return Path(cache.mkdir("nft1000")) if cache is not None else tmp.mktemp("cache")
-
-
-@pytest.fixture(scope="session")
-def origin() -> Iterator[Origin]:
-    server = Origin().start()
+def tier_of(path: Path) -> str | None:
+    """The tier folder of a test file under tests/ (None outside tests/); UsageError for
+    a test file that lies in no tier."""
     try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def services(
-    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, origin: Origin
-) -> Iterator[Services]:
-    cache = _cache_dir(pytestconfig, tmp_path_factory)
-    home = tmp_path_factory.mktemp("stack")
-    cfg = stack.StackConfig.with_free_ports(home, bucket="nft1000-tests")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AWS_ACCESS_KEY_ID", AWS_KEY)
-    mp.setenv("AWS_SECRET_ACCESS_KEY", AWS_KEY)
-    mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    mp.delenv("AWS_PROFILE", raising=False)
-    mp.delenv("AWS_SESSION_TOKEN", raising=False)
-
-    s3 = stack.s3_spec(cfg)
-    gateway = stack.gateway_spec(cfg)
-    anvil = anvil_spec(cfg.services_dir, cfg.anvil_port)
-    started: list[ServiceSpec] = []
-    (home / "s3").mkdir(exist_ok=True)  # weed does not create its data folder
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            s3_started = pool.submit(start, s3)
-            started.append(s3)
-            content = build_moonbirds(MOONBIRDS_ARCHIVE, cache / "moonbirds", limit=MOONBIRDS)
-            (home / "ipfs").mkdir()
-            shutil.copyfile(content.car_path, home / "ipfs" / content.car_path.name)
-            quirks_cid, quirks_files = build_quirks_ipfs(home / "ipfs")
-            started.append(gateway)
-            gateway_started = pool.submit(start, gateway)
-            artifacts = compile_contracts(cache / "artifacts.json")
-            loot_uris = read_loot_uris(LOOT_ARCHIVE, LOOT)
-            started.append(anvil)
-            start(anvil)
-            rpc_url = f"http://127.0.0.1:{cfg.anvil_port}"
-            addresses = deploy_demo(rpc_url, artifacts, content.metadata_cid, MOONBIRDS, loot_uris)
-            gateway_started.result()
-            s3_started.result()
-        gateway_url = f"http://127.0.0.1:{cfg.gateway_port}"
-        settings = Settings(
-            rpc_url=rpc_url,
-            ipfs_gateways=(gateway_url,),
-            allow_hosts=(f"127.0.0.1:{cfg.gateway_port}", origin.host_port),
-            s3_endpoint_url=cfg.s3_endpoint_url,
-            s3_bucket=cfg.bucket,
-            concurrency=16,
-            connect_timeout_s=5.0,
-            read_timeout_s=15.0,
-            max_retries=2,
-            backoff_base_s=0.05,
-            backoff_max_s=0.5,
-            checkpoint_interval_s=0.5,
+        parts = path.resolve().relative_to(HERE).parts
+    except ValueError:
+        return None
+    if len(parts) < 2 or parts[0] not in TIERS:
+        raise pytest.UsageError(
+            f"{path}: tests live in a tier folder of tests/: {', '.join(TIERS)} (tests/README.md)"
         )
-        ObjectStore(settings).ensure_bucket()
-        yield Services(
-            settings=settings,
-            home=home,
-            rpc_url=rpc_url,
-            gateway=gateway_url,
-            artifacts=artifacts,
-            moonbirds=content,
-            moonbirds_address=addresses["Moonbirds"].lower(),
-            loot_address=addresses["Loot"].lower(),
-            loot_uris=loot_uris,
-            quirks_ipfs_cid=quirks_cid,
-            quirks_ipfs_files=quirks_files,
-        )
-    finally:
-        for spec in reversed(started):
-            # The state is thrown away: SeaweedFS need not drain (it takes seconds).
-            kill = spec.name == s3.name
-            stop(dataclasses.replace(spec, stop_signal=signal.SIGKILL) if kill else spec)
-        mp.undo()
+    return parts[0]
 
 
-@pytest.fixture
-def settings(services: Services, request: pytest.FixtureRequest) -> Settings:
-    """The services' settings with an S3 prefix of this test's own."""
-    return services.settings.replace(s3_prefix=prefix_for(request))
-
-
-@pytest.fixture
-def store(settings: Settings) -> ObjectStore:
-    return ObjectStore(settings)
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by these markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(item.path)
+        for marker in TIERS[tier] if tier else ():
+            item.add_marker(marker)

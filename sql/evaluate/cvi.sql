@@ -1,4 +1,4 @@
--- The Comprehensive Variance Index (METHOD.md section 6, our definition), per collection
+-- The Comprehensive Variance Index (docs/method.md section 6, our definition), per collection
 -- and per (collection, split), from the embeddings in one scan. Variable embeddings:
 -- parquet files (a glob or list) with collection, contract, split, image and text (the
 -- CLIP vectors of each token, float16 in the files). Vectors are L2-normalised here, so

@@ -1,4 +1,4 @@
--- Text-to-image top-K accuracy (tasks/evaluate/retrieval.py, METHOD.md section 5), kept in a
+-- Text-to-image top-K accuracy (tasks/evaluate/retrieval.py, docs/method.md section 5), kept in a
 -- DuckDB database file. One row per model, evaluated data, candidate pool, collection
 -- and K; tasks.evaluate.retrieval.write_results upserts on that key, so a rerun replaces its rows.
 CREATE TABLE IF NOT EXISTS retrieval_results (

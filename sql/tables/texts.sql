@@ -1,4 +1,4 @@
--- Captions and prompts (METHOD.md section 3), two methods each:
+-- Captions and prompts (docs/method.md section 3), two methods each:
 --   captions: 'template' (the authors': every trait, metadata order), and ours,
 --     preferred: 'visual_template' (visual traits only), else 'name_description'
 --     (the token's name and description), else 'collection';

@@ -3,7 +3,7 @@
 Tables are parquet under one root: an ``s3://bucket/prefix/tables`` URL in a
 run (DuckDB's own httpfs reads and writes S3, streaming, so no table passes
 through Python memory), or a local folder in benchmarks and exports. S3
-credentials come from boto3's usual chain, so whatever boto3 uses, DuckDB uses.
+credentials come from tasks.core.s3's boto3 session, so whatever boto3 uses, DuckDB uses.
 The SQL itself lives in ``sql/`` (tasks.core.sql).
 """
 
@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import duckdb
 
+from tasks.core.s3 import boto3_session
 from tasks.core.settings import Settings
-
-TABLES_DIR = "tables"
 
 
 def _httpfs_extension() -> Path:
@@ -65,7 +63,7 @@ def configure_s3(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
         endpoint = urlsplit(settings.s3_endpoint_url)
         options["ENDPOINT"] = endpoint.netloc
         options["USE_SSL"] = endpoint.scheme == "https"
-    credentials = boto3.Session().get_credentials()
+    credentials = boto3_session().get_credentials()
     if credentials is not None:
         frozen = credentials.get_frozen_credentials()
         options["KEY_ID"] = frozen.access_key
@@ -80,18 +78,3 @@ def _literal(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return "'" + str(value).replace("'", "''") + "'"
-
-
-def s3_url(settings: Settings, *parts: str) -> str:
-    """``s3://bucket/prefix/part/...`` for the configured bucket and prefix."""
-    return f"s3://{settings.s3_bucket}/{settings.s3_prefix}" + "/".join(parts)
-
-
-def tables_root(settings: Settings) -> str:
-    """Where a run's tables live: ``s3://bucket/prefix/tables``."""
-    return s3_url(settings, TABLES_DIR)
-
-
-def join(root: str, *parts: str) -> str:
-    """A path under a tables root, S3 URL or local folder alike."""
-    return "/".join([root.rstrip("/"), *parts])

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
-from tasks.core.s3 import make_client
+from tasks.core.s3 import INVALID_RANGE, error_code, is_missing, make_client
 from tasks.core.settings import Settings
 
 
@@ -100,7 +100,13 @@ class S3Folder:
         self.client.put_object(Bucket=self.bucket, Key=self._key(path), Body=data)
 
     def get(self, path: str) -> bytes:
-        body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read()
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(path))
+        except ClientError as e:
+            if is_missing(e):
+                raise FileNotFoundError(path) from e
+            raise
+        body: bytes = response["Body"].read()
         return body
 
     def read(self, path: str, max_bytes: int) -> bytes:
@@ -109,10 +115,9 @@ class S3Folder:
                 Bucket=self.bucket, Key=self._key(path), Range=f"bytes=0-{max_bytes}"
             )
         except ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code", ""))
-            if code in {"NoSuchKey", "404"}:
+            if is_missing(e):
                 raise FileNotFoundError(path) from e
-            if code in {"InvalidRange", "416"}:
+            if error_code(e) in INVALID_RANGE:
                 return b""  # an empty object has no byte 0
             raise
         body: bytes = response["Body"].read()
@@ -122,7 +127,7 @@ class S3Folder:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(path))
         except ClientError as e:
-            if str(e.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey", "NotFound"}:
+            if is_missing(e):
                 return False
             raise
         return True
@@ -136,3 +141,8 @@ class S3Folder:
         ):
             keys.extend(obj["Key"][skip:] for obj in page.get("Contents", []))
         yield from sorted(keys)
+
+
+def open_bucket(settings: Settings) -> Folder:
+    """The configured bucket and prefix as a folder: its paths are tasks.core.paths keys."""
+    return S3Folder(f"s3://{settings.s3_bucket}/{settings.s3_prefix}", settings)

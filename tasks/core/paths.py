@@ -3,7 +3,8 @@
 The layout is the contract between stages (ingest writes what tables reads,
 export writes what train reads...), so it is written down once, here. Keys are
 relative to the configured prefix; ``url`` makes an ``s3://`` URL of one and
-``ObjectStore.key`` a bucket key. Nothing stored names a module path, so code
+``ObjectStore.key`` a bucket key; ``open_folder(url(settings))`` reads and writes
+them as paths. Nothing stored names a module path, so code
 may move without moving data.
 
     blobs/sha256/<aa>/<sha256>                    ingest: image and metadata bytes
@@ -17,6 +18,7 @@ may move without moving data.
     models/<name>/<run id>/...                    finetune: checkpoint, log, model
     models/<name>/latest.json, models/latest.json finetune: the last finished run
     embeddings/<id>/<split>/<shards>.parquet      cvi: float16 CLIP vectors
+    embeddings/<id>/model.json                    cvi: the model and data they are of
     tables/retrieval_results/<id>.parquet         evaluate: top-K accuracy rows
     tables/cvi/<id>.parquet                       cvi: CVI rows
     reports/retrieval/<id>.png, reports/cvi/...   evaluate, cvi: plots and JSON
@@ -32,6 +34,7 @@ TABLES = "tables"
 TOKENS = f"{TABLES}/tokens"
 DASHBOARDS = "dashboards"  # under a tables root (S3 or a local folder)
 EXPORTS = "exports"
+WEBDATASET = "webdataset"  # exports/webdataset: what finetune, evaluate and cvi read
 MASKS = "masks"
 MODELS = "models"
 EMBEDDINGS = "embeddings"
@@ -39,6 +42,9 @@ REPORTS = "reports"
 RETRIEVAL_RESULTS = "retrieval_results"  # under a tables root
 CVI_RESULTS = "cvi"  # under a tables root
 LATEST = "latest.json"
+# A WebDataset export: <split>/sizes.json (samples per shard, what open_clip_train reads)
+# and shards.json at its root (every split's shards and the holdout draw).
+SIZES, SHARD_INDEX = "sizes.json", "shards.json"
 # The files of one training run's folder (models/<name>/<run id>/).
 CHECKPOINT, MODEL, DONE, LOG = "checkpoint.pt", "model.pt", "done.json", "log.jsonl"
 
@@ -92,9 +98,9 @@ def dashboard(contract: str) -> str:
     return f"{DASHBOARDS}/{contract}.json"
 
 
-def export(settings: Settings, format: str, split: str | None = None) -> str:
-    """URL of an export (``exports/<format>``) or one of its splits."""
-    return url(settings, EXPORTS, format, *([split] if split else []))
+def export(format: str, split: str | None = None) -> str:
+    """An export (``exports/<format>``) or one of its splits."""
+    return "/".join([EXPORTS, format, *([split] if split else [])])
 
 
 def mask_file(contract: str) -> str:
@@ -107,9 +113,9 @@ def mask_report(contract: str) -> str:
     return f"{contract}.json"
 
 
-def run_folder(settings: Settings, name: str, run_id: str) -> str:
-    """URL of one training run's folder."""
-    return url(settings, MODELS, name, run_id)
+def run_folder(name: str, run_id: str) -> str:
+    """One training run's folder."""
+    return f"{MODELS}/{name}/{run_id}"
 
 
 def latest(name: str | None = None) -> str:
@@ -117,19 +123,31 @@ def latest(name: str | None = None) -> str:
     return f"{name}/{LATEST}" if name else LATEST
 
 
-def embeddings(settings: Settings, run_id: str) -> str:
-    """URL of one nft1000/cvi run's embeddings folder."""
-    return url(settings, EMBEDDINGS, run_id)
+def embeddings(run_id: str) -> str:
+    """One nft1000/cvi run's embeddings folder."""
+    return f"{EMBEDDINGS}/{run_id}"
 
 
-def retrieval_results(settings: Settings, result_id: str) -> str:
-    return join(tables_root(settings), RETRIEVAL_RESULTS, f"{result_id}.parquet")
+def embeddings_model(run_id: str) -> str:
+    """Which model and data an embeddings folder holds (JSON)."""
+    return f"{embeddings(run_id)}/model.json"
 
 
-def cvi_results(settings: Settings, run_id: str) -> str:
-    return join(tables_root(settings), CVI_RESULTS, f"{run_id}.parquet")
+def retrieval_results(result_id: str) -> str:
+    return f"{TABLES}/{RETRIEVAL_RESULTS}/{result_id}.parquet"
+
+
+def cvi_results(run_id: str) -> str:
+    return f"{TABLES}/{CVI_RESULTS}/{run_id}.parquet"
 
 
 def report(kind: str, name: str) -> str:
     """``reports/<kind>/<name>`` (kind: retrieval or cvi)."""
     return f"{REPORTS}/{kind}/{name}"
+
+
+def slug(*parts: str) -> str:
+    """Parts joined by dashes, lowercase letters, digits and dashes only: safe as one key
+    part and as a Prefect artifact key."""
+    text = "-".join(parts).lower()
+    return "".join(c if c.isalnum() and c.isascii() else "-" for c in text).strip("-")

@@ -13,16 +13,23 @@ import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from tasks.core import paths
 from tasks.core.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+
+@dataclass(frozen=True)
+class Head:
+    etag: str
+    metadata: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -33,9 +40,18 @@ class StoredBlob:
     created: bool  # False when an identical blob was already there
 
 
+def boto3_session() -> boto3.Session:
+    """The session every S3 client and DuckDB's S3 secret take credentials from: boto3's
+    default one (its usual chain: environment, profiles, instance roles), which a caller
+    may replace with ``boto3.setup_default_session(...)`` instead of editing os.environ."""
+    if boto3.DEFAULT_SESSION is None:
+        boto3.setup_default_session()
+    return cast(boto3.Session, boto3.DEFAULT_SESSION)
+
+
 def make_client(settings: Settings) -> S3Client:
     """A boto3 S3 client for the configured endpoint (None = AWS)."""
-    client: S3Client = boto3.client(
+    client: S3Client = boto3_session().client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
         region_name=settings.s3_region,
@@ -71,10 +87,11 @@ class ObjectStore:
         self.puts = 0  # objects written (blobs created and manifests)
 
     def key(self, *parts: str) -> str:
+        """The bucket key of a tasks.core.paths key (the prefix prepended)."""
         return self.prefix + "/".join(parts)
 
     def blob_key(self, sha256: str) -> str:
-        return self.key("blobs", "sha256", sha256[:2], sha256)
+        return self.key(paths.blob(sha256))
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it is missing (local stacks; production buckets exist)."""
@@ -92,26 +109,53 @@ class ObjectStore:
                 Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, IfNoneMatch="*"
             )
         except ClientError as e:
-            if _code(e) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+            if error_code(e) in PRECONDITION_FAILED:
                 return StoredBlob(key, digest, len(data), created=False)
             raise
         self._count_put()
         return StoredBlob(key, digest, len(data), created=True)
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            Metadata=metadata or {},
+        )
         self._count_put()
 
-    def get(self, key: str) -> bytes | None:
-        """An object's bytes, or None when it does not exist."""
+    def get(self, key: str, if_match: str | None = None) -> bytes | None:
+        """An object's bytes, or None when it does not exist. ``if_match``: only the version
+        with that ETag (a newer one raises), so what was checked is what is read."""
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            response = (
+                self.client.get_object(Bucket=self.bucket, Key=key, IfMatch=if_match)
+                if if_match
+                else self.client.get_object(Bucket=self.bucket, Key=key)
+            )
         except ClientError as e:
-            if _code(e) in {"NoSuchKey", "404"}:
+            if is_missing(e):
                 return None
             raise
         body: bytes = response["Body"].read()
         return body
+
+    def head(self, key: str) -> Head | None:
+        """An object's ETag and user metadata, or None when it does not exist."""
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as e:
+            if is_missing(e):
+                return None
+            raise
+        return Head(str(response["ETag"]), dict(response.get("Metadata", {})))
 
     def list_keys(self, prefix: str) -> list[str]:
         """Every key under a prefix (paginated)."""
@@ -135,5 +179,17 @@ class ObjectStore:
             self.puts += 1
 
 
-def _code(error: ClientError) -> str:
+# The error codes S3-compatible servers give: AWS and MinIO name them, SeaweedFS and
+# HEAD requests (no body) give the bare HTTP status.
+MISSING = frozenset({"NoSuchKey", "NotFound", "404"})
+PRECONDITION_FAILED = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
+INVALID_RANGE = frozenset({"InvalidRange", "416"})
+
+
+def error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def is_missing(error: ClientError) -> bool:
+    """Whether an S3 error says the object is not there: the one test every reader uses."""
+    return error_code(error) in MISSING

@@ -91,7 +91,7 @@ class Settings:
 
     # The CLIP nft1000/finetune starts from and nft1000/evaluate falls back to: an
     # open_clip architecture and pretrained tag (or checkpoint; empty: random weights).
-    # The local stack sets the tiny CPU model (tasks.train.model.TINY_ARCHITECTURE).
+    # The local stack sets the tiny CPU model (tasks.train.model_configs.TINY_ARCHITECTURE).
     model: str = "ViT-B-32"
     pretrained: str = "openai"
     # "auto": the GPU when there is one. Else "cpu", "cuda", "cuda:1"...

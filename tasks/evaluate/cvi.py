@@ -1,4 +1,4 @@
-"""The Comprehensive Variance Index per collection and split (METHOD.md section 6).
+"""The Comprehensive Variance Index per collection and split (docs/method.md section 6).
 
 The arithmetic is in ``sql/evaluate/cvi.sql``: one scan of the embeddings sums each
 group's vectors, and dispersions and the matching margin follow from the sums.
@@ -8,6 +8,7 @@ does, the test of whether the index is worth shipping.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -15,8 +16,13 @@ from dataclasses import asdict, dataclass, fields
 import duckdb
 import numpy as np
 import pyarrow as pa
+import torch
 
-from tasks.core.sql import run_sql
+from tasks.core.duck import connect
+from tasks.core.settings import Settings
+from tasks.core.sql import quote, run_sql
+from tasks.evaluate.embedding_files import Contents
+from tasks.evaluate.retrieval import WITHIN, evaluate
 
 TOP1_SCHEMA = pa.schema(
     [
@@ -128,3 +134,58 @@ def _ranks(values: np.ndarray) -> np.ndarray:
         tied = values == value
         ranks[tied] = ranks[tied].mean()
     return ranks
+
+
+def within_top1(files: Iterable[Contents], device: str | torch.device = "cpu") -> list[Top1]:
+    """Top-1 of every collection and (collection, split) from embedding files' contents,
+    the difficulty CVI must rank. Pairs are held per collection in float16."""
+    held: dict[tuple[str, str], list[tuple[list[str], np.ndarray, np.ndarray]]] = defaultdict(list)
+    for tokens, images, texts in files:
+        rows_of: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for i, (collection, contract, _, _) in enumerate(tokens):
+            rows_of[(collection, contract)].append(i)
+        for key, rows in rows_of.items():
+            splits = [tokens[i][3] for i in rows]
+            held[key].append(
+                (splits, images[rows].astype(np.float16), texts[rows].astype(np.float16))
+            )
+    found: list[Top1] = []
+    for (collection, contract), parts in sorted(held.items()):
+        splits = [s for part in parts for s in part[0]]
+        images = np.concatenate([part[1] for part in parts]).astype(np.float32)
+        texts = np.concatenate([part[2] for part in parts]).astype(np.float32)
+        # One pool of every pair, then one per split (labels prefixed: never "all").
+        for labels in (["whole"] * len(splits), [f"split {s}" for s in splits]):
+            result = evaluate(images, texts, labels, pools=(WITHIN,), ks=(1,), device=device)
+            for acc in result[WITHIN].collections:
+                split = acc.collection.removeprefix("split ") if acc.collection != "whole" else None
+                found.append(Top1(collection, contract, split, acc.queries, acc.accuracy(1)))
+    return found
+
+
+def cvi_run_id(label: str, data: str, listing: bytes) -> str:
+    """One id per model, export root and shard listing: a new export under the same root
+    (other shards or sizes) gets new embeddings and results."""
+    return hashlib.sha256(f"{label}\n{data}\n".encode() + listing).hexdigest()[:16]
+
+
+def measure_cvi(
+    settings: Settings,
+    files: Sequence[str],
+    read: Iterable[Contents],
+    *,
+    model: str,
+    data: str,
+    url: str,
+    device: str | torch.device = "cpu",
+) -> list[CviRow]:
+    """CVI (DuckDB, over the embedding ``files``) beside within-collection top-1 (torch, over
+    their contents ``read``), written as parquet to ``url``; returns the rows."""
+    top1 = within_top1(read, device=device)
+    con = connect(settings)
+    try:
+        rows = cvi_results(con, list(files), top1, model=model, data=data)
+        con.execute(f"COPY cvi_results TO {quote(url)} (FORMAT parquet)")
+    finally:
+        con.close()
+    return rows

@@ -24,7 +24,9 @@ Token = tuple[str, str, str, str]  # (collection, contract, token id, split)
 Contents = tuple[list[Token], np.ndarray, np.ndarray]  # tokens, images, texts (float32)
 
 
-def to_parquet(tokens: Sequence[Token], images: npt.ArrayLike, texts: npt.ArrayLike) -> bytes:
+def embeddings_to_parquet(
+    tokens: Sequence[Token], images: npt.ArrayLike, texts: npt.ArrayLike
+) -> bytes:
     """One parquet file of pairs: token columns and float16 image and text vectors."""
     image = np.asarray(images, np.float16)
     text = np.asarray(texts, np.float16)
@@ -44,8 +46,8 @@ def to_parquet(tokens: Sequence[Token], images: npt.ArrayLike, texts: npt.ArrayL
     return out.getvalue()
 
 
-def from_parquet(data: bytes) -> Contents:
-    """(tokens, images, texts) of a file to_parquet wrote, vectors as float32."""
+def embeddings_from_parquet(data: bytes) -> Contents:
+    """(tokens, images, texts) of a file embeddings_to_parquet wrote, vectors as float32."""
     table = pq.read_table(io.BytesIO(data))
     tokens = list(zip(*(table[name].to_pylist() for name in TOKEN_COLUMNS), strict=True))
     return tokens, _matrix(table["image"]), _matrix(table["text"])
@@ -55,7 +57,7 @@ def read_files(urls: Iterable[str], settings: Settings) -> Iterator[Contents]:
     """The contents of embedding files (local or s3:// URLs), one file at a time."""
     for url in urls:
         folder, name = url.rsplit("/", 1)
-        yield from_parquet(open_folder(folder, settings).get(name))
+        yield embeddings_from_parquet(open_folder(folder, settings).get(name))
 
 
 def _vectors(matrix: np.ndarray) -> pa.Array:

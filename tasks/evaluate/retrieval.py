@@ -1,4 +1,4 @@
-"""Text-to-image retrieval: top-K accuracy by exact, blocked counting (METHOD.md section 5).
+"""Text-to-image retrieval: top-K accuracy by exact, blocked counting (docs/method.md section 5).
 
 Row i of ``texts`` is a query (a caption) whose one correct answer is row i of
 ``images`` (its own token's image). Both are L2-normalised in float32 and
@@ -32,8 +32,8 @@ a pool smaller than K gives every query a hit.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +43,8 @@ import numpy as np
 import torch
 
 from tasks.core.duck import connect
-from tasks.core.sql import run_sql
-from tasks.evaluate.cvi import Top1
-from tasks.evaluate.embedding_files import Contents
+from tasks.core.settings import Settings
+from tasks.core.sql import quote, run_sql
 
 KS: tuple[int, ...] = (1, 5, 10, 20, 50)
 WITHIN = "within"
@@ -423,28 +422,17 @@ def upsert_results(con: duckdb.DuckDBPyConnection, rows: Iterable[ResultRow]) ->
     return len(batch)
 
 
-def within_top1(files: Iterable[Contents], device: str | torch.device = "cpu") -> list[Top1]:
-    """Top-1 of every collection and (collection, split) from embedding files' contents,
-    the difficulty CVI must rank. Pairs are held per collection in float16."""
-    held: dict[tuple[str, str], list[tuple[list[str], np.ndarray, np.ndarray]]] = defaultdict(list)
-    for tokens, images, texts in files:
-        rows_of: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for i, (collection, contract, _, _) in enumerate(tokens):
-            rows_of[(collection, contract)].append(i)
-        for key, rows in rows_of.items():
-            splits = [tokens[i][3] for i in rows]
-            held[key].append(
-                (splits, images[rows].astype(np.float16), texts[rows].astype(np.float16))
-            )
-    found: list[Top1] = []
-    for (collection, contract), parts in sorted(held.items()):
-        splits = [s for part in parts for s in part[0]]
-        images = np.concatenate([part[1] for part in parts]).astype(np.float32)
-        texts = np.concatenate([part[2] for part in parts]).astype(np.float32)
-        # One pool of every pair, then one per split (labels prefixed: never "all").
-        for labels in (["whole"] * len(splits), [f"split {s}" for s in splits]):
-            result = evaluate(images, texts, labels, pools=(WITHIN,), ks=(1,), device=device)
-            for acc in result[WITHIN].collections:
-                split = acc.collection.removeprefix("split ") if acc.collection != "whole" else None
-                found.append(Top1(collection, contract, split, acc.queries, acc.accuracy(1)))
-    return found
+def retrieval_result_id(model: str, data: str) -> str:
+    """The id of a (model, data) evaluation: its results file is named by it, so a rerun
+    finds what an earlier run measured."""
+    return hashlib.sha256(f"{model}\n{data}".encode()).hexdigest()[:16]
+
+
+def save_results(settings: Settings, rows: Iterable[ResultRow], url: str) -> None:
+    """The rows as a ``retrieval_results`` parquet file at ``url`` (S3 or local)."""
+    con = connect(settings)
+    try:
+        upsert_results(con, rows)
+        con.execute(f"COPY retrieval_results TO {quote(url)} (FORMAT parquet)")
+    finally:
+        con.close()

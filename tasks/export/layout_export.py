@@ -21,16 +21,18 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from tasks.core import paths
 from tasks.core.errors import ItemError
 from tasks.core.folders import Folder, open_folder
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
 from tasks.export.images import to_png
 from tasks.export.items import ExportItem
+from tasks.ingest.blocks import BLOCK
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,34 @@ def write_dashboard(folder_url: str, settings: Settings, folder_name: str, data:
         return False
     folder.put(path, data)
     return True
+
+
+def layout_batches(items: Iterator[ExportItem]) -> Iterator[list[ExportItem]]:
+    """Items cut at each change of collection and of 1,000-id block (items come sorted):
+    one batch per folder of the layout, one Dask task each."""
+    batch: list[ExportItem] = []
+    for item in items:
+        if batch and (item.contract, int(item.token_id) // BLOCK) != (
+            batch[0].contract,
+            int(batch[0].token_id) // BLOCK,
+        ):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+def copy_dashboards(
+    folder_url: str, settings: Settings, tables: str, folders: Mapping[str, str]
+) -> int:
+    """Each collection's dashboard from the tables root into its layout folder
+    (``folders``: contract -> folder name); returns how many were written."""
+    source = open_folder(tables, settings)
+    return sum(
+        write_dashboard(folder_url, settings, name, source.get(paths.dashboard(contract)))
+        for contract, name in folders.items()
+    )
 
 
 def _export_item(

@@ -34,7 +34,7 @@ from tasks.core.folders import Folder, open_folder
 from tasks.core.s3 import ObjectStore, StoredBlob
 from tasks.core.settings import MiB, Settings
 from tasks.export.layout_export import DASHBOARD
-from tasks.ingest.blocks import BLOCK, ShardSpec, manifest_key
+from tasks.ingest.blocks import BLOCK, BlockSpec, manifest_key
 from tasks.ingest.chain import ADDRESS
 from tasks.ingest.manifest import ManifestRow, from_parquet, to_parquet, valid_text
 from tasks.ingest.registry import MAX_NAME_CHARS, load_registry
@@ -148,7 +148,7 @@ def import_batch(batch: ImportBatch, settings: Settings) -> ImportResult:
             result.ok += 1
         else:
             result.failed[row.error_kind or "unknown"] += 1
-    spec = ShardSpec(batch.collection, batch.contract, batch.block, batch.block + BLOCK)
+    spec = BlockSpec(batch.collection, batch.contract, batch.block, batch.block + BLOCK)
     key = manifest_key(store, spec)
     found = store.get(key)
     before = sorted(from_parquet(found) if found else [], key=lambda r: int(r.token_id))

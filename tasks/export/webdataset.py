@@ -30,6 +30,7 @@ from typing import Any
 
 from tasks.core.errors import ItemError
 from tasks.core.folders import Folder, open_folder
+from tasks.core.paths import SHARD_INDEX, SIZES
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
 from tasks.export import images
@@ -46,8 +47,6 @@ MAX_ASPECT = 16.0
 # Fixed tar header fields: the same samples give the same bytes on every run.
 _MTIME = 0
 _MODE = 0o644
-_INDEX = "shards.json"
-_SIZES = "sizes.json"
 
 
 @dataclass(frozen=True)
@@ -108,9 +107,9 @@ class Holdout:
 def read_index(out_url: str, settings: Settings) -> dict[str, Any] | None:
     """An export's ``shards.json`` (what ``write_index`` wrote), or None before one."""
     folder = open_folder(out_url, settings)
-    if not folder.exists(_INDEX):
+    if not folder.exists(SHARD_INDEX):
         return None
-    index: dict[str, Any] = json.loads(folder.get(_INDEX))
+    index: dict[str, Any] = json.loads(folder.get(SHARD_INDEX))
     return index
 
 
@@ -230,7 +229,7 @@ def write_index(
         if names != expected:
             raise ValueError(f"split {split!r}: shards are not 0..{len(found) - 1}: {names[:5]}")
         sizes = {name: r.samples for name, r in zip(names, found, strict=True)}
-        folder.put(f"{split}/{_SIZES}", _json_bytes(sizes))
+        folder.put(f"{split}/{SIZES}", _json_bytes(sizes))
         kinds = Counter(f.kind for r in found for f in r.failures)
         by_collection: Counter[str] = Counter()
         for r in found:
@@ -251,7 +250,7 @@ def write_index(
     }
     if holdout is not None and holdout.per_collection > 0:
         index["holdout"] = dataclasses.asdict(holdout)
-    folder.put(_INDEX, _json_bytes(index))
+    folder.put(SHARD_INDEX, _json_bytes(index))
     return index
 
 

@@ -29,6 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from tasks.core import paths
 from tasks.core.errors import ItemError
 from tasks.core.s3 import ObjectStore, StoredBlob
 from tasks.core.settings import Settings
@@ -45,7 +46,7 @@ BLOCK = 1000
 
 
 @dataclass(frozen=True)
-class ShardSpec:
+class BlockSpec:
     """The requested ids [first, end) inside one manifest block."""
 
     collection: str
@@ -72,7 +73,7 @@ class ShardSpec:
 
 
 @dataclass
-class ShardResult:
+class IngestResult:
     collection: str
     contract: str
     tokens: int = 0  # requested ids only, not the block's other rows
@@ -85,7 +86,7 @@ class ShardResult:
     rpc_round_trips: int = 0
     seconds: float = 0.0
 
-    def merge(self, other: ShardResult) -> None:
+    def merge(self, other: IngestResult) -> None:
         """Add another result's counts to this one (collection and run totals)."""
         self.tokens += other.tokens
         self.ok += other.ok
@@ -98,9 +99,9 @@ class ShardResult:
         self.seconds += other.seconds
 
 
-def plan_shards(
+def plan_blocks(
     collection: str, contract: str, ids: range, shard_size: int, max_tokens: int | None = None
-) -> list[ShardSpec]:
+) -> list[BlockSpec]:
     """One shard per block the ids touch, clipped to the ids; refuse ranges over max_tokens."""
     count = max(0, ids.stop - ids.start)  # len() overflows past 2**63
     if max_tokens is not None and count > max_tokens:
@@ -113,20 +114,20 @@ def plan_shards(
         return []
     step = min(shard_size, BLOCK)
     return [
-        ShardSpec(collection, contract, max(block, ids.start), min(block + BLOCK, ids.stop), step)
+        BlockSpec(collection, contract, max(block, ids.start), min(block + BLOCK, ids.stop), step)
         for block in range(ids.start - ids.start % BLOCK, ids.stop, BLOCK)
     ]
 
 
-def manifest_key(store: ObjectStore, spec: ShardSpec) -> str:
-    return store.key("manifests", spec.contract, f"{spec.name}.parquet")
+def manifest_key(store: ObjectStore, spec: BlockSpec) -> str:
+    return store.key(paths.manifest(spec.contract, spec.name))
 
 
-def parts_prefix(store: ObjectStore, spec: ShardSpec) -> str:
-    return store.key("manifests", spec.contract, "_parts", spec.name) + "/"
+def parts_prefix(store: ObjectStore, spec: BlockSpec) -> str:
+    return store.key(paths.manifest_parts(spec.contract, spec.name))
 
 
-def run_shard(spec: ShardSpec, settings: Settings) -> ShardResult:
+def ingest_block(spec: BlockSpec, settings: Settings) -> IngestResult:
     """Ingest a shard to completion (synchronous entry point for Dask workers)."""
     try:
         return asyncio.run(_run_shard(spec, settings))
@@ -136,7 +137,7 @@ def run_shard(spec: ShardSpec, settings: Settings) -> ShardResult:
         raise _first_error(group) from None
 
 
-async def _run_shard(spec: ShardSpec, settings: Settings) -> ShardResult:
+async def _run_shard(spec: BlockSpec, settings: Settings) -> IngestResult:
     started = time.monotonic()
     store = ObjectStore(settings)
     wanted = range(spec.first, spec.end)
@@ -145,7 +146,7 @@ async def _run_shard(spec: ShardSpec, settings: Settings) -> ShardResult:
         found = await blocking(load_rows, store, spec)
         rows = found.rows
         todo = [i for i in wanted if i not in rows or not rows[i].done]
-        result = ShardResult(spec.collection, spec.contract, skipped=len(wanted) - len(todo))
+        result = IngestResult(spec.collection, spec.contract, skipped=len(wanted) - len(todo))
         checkpoint = _Checkpoint(store, spec, blocking)
         if todo:
             rows.update(
@@ -163,13 +164,13 @@ async def _run_shard(spec: ShardSpec, settings: Settings) -> ShardResult:
 
 
 async def _ingest_tokens(
-    spec: ShardSpec,
+    spec: BlockSpec,
     settings: Settings,
     store: ObjectStore,
     blocking: _Offload,
     checkpoint: _Checkpoint,
     todo: list[int],
-    result: ShardResult,
+    result: IngestResult,
 ) -> dict[int, ManifestRow]:
     """Read tokenURIs and ingest tokens concurrently, a step at a time.
 
@@ -225,7 +226,7 @@ class StoredRows:
         return not self.has_manifest or bool(self.parts)
 
 
-def load_rows(store: ObjectStore, spec: ShardSpec) -> StoredRows:
+def load_rows(store: ObjectStore, spec: BlockSpec) -> StoredRows:
     """The block's rows from earlier runs: its manifest, then newer checkpoint parts."""
     rows: dict[int, ManifestRow] = {}
     final = store.get(manifest_key(store, spec))
@@ -243,7 +244,7 @@ def _put_rows(store: ObjectStore, key: str, rows: list[ManifestRow]) -> None:
     store.put(key, to_parquet(rows))
 
 
-def _tally(result: ShardResult, rows: Iterable[ManifestRow]) -> None:
+def _tally(result: IngestResult, rows: Iterable[ManifestRow]) -> None:
     for row in rows:
         result.tokens += 1
         if row.status == "ok":
@@ -280,7 +281,7 @@ class _Offload:
 class _Checkpoint:
     """Buffers finished rows and writes them as partial manifests; keeps their keys."""
 
-    def __init__(self, store: ObjectStore, spec: ShardSpec, blocking: _Offload) -> None:
+    def __init__(self, store: ObjectStore, spec: BlockSpec, blocking: _Offload) -> None:
         self.store = store
         self.spec = spec
         self.blocking = blocking

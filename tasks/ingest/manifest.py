@@ -9,12 +9,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 
+from tasks.core import paths
+from tasks.core.s3 import ObjectStore
 from tasks.core.sql import sql_text
 
 MAX_URI_CHARS = 4096  # data: URIs can be megabytes; their content is in the stored blob
@@ -115,3 +118,12 @@ def from_parquet(data: bytes) -> list[ManifestRow]:
         return [ManifestRow(*r) for r in result]
     finally:
         con.close()
+
+
+def manifest_keys(store: ObjectStore, contracts: Sequence[str] | None = None) -> list[str]:
+    """Every finished block manifest (checkpoint parts excluded), optionally per contract."""
+    prefixes = (
+        [paths.MANIFESTS + "/"] if not contracts else [f"{paths.MANIFESTS}/{c}/" for c in contracts]
+    )
+    keys = [k for p in prefixes for k in store.list_keys(store.key(p))]
+    return sorted(k for k in keys if paths.is_manifest(k))

@@ -10,15 +10,7 @@ import duckdb
 
 from tasks.core.s3 import ObjectStore
 from tasks.core.sql import sql_text
-
-
-def manifest_keys(store: ObjectStore) -> list[str]:
-    """Final shard manifests (checkpoint parts of unfinished shards excluded)."""
-    return [
-        k
-        for k in store.list_keys(store.key("manifests") + "/")
-        if k.endswith(".parquet") and "/_parts/" not in k
-    ]
+from tasks.ingest.manifest import manifest_keys
 
 
 def summarize(store: ObjectStore) -> list[dict[str, Any]]:

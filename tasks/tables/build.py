@@ -23,10 +23,17 @@ from pathlib import Path
 import duckdb
 
 from tasks.core import paths
-from tasks.core.folders import Folder
+from tasks.core.duck import connect
+from tasks.core.folders import Folder, open_folder
+from tasks.core.settings import Settings
 from tasks.core.sql import quote, run_sql, sql_text
 from tasks.tables import clip_tokens
-from tasks.tables.splits import Partitioning, build_splits, register_collection_splits
+from tasks.tables.splits import (
+    Partitioning,
+    build_splits,
+    load_split_rules,
+    register_collection_splits,
+)
 
 # Table name -> the query whose rows it holds.
 OUTPUTS = {
@@ -190,3 +197,22 @@ class _Clock:
         now = time.monotonic()
         self.result.seconds[step] = round(now - self.last, 3)
         self.last = now
+
+
+def build_run_tables(settings: Settings, seed: int, mini_per_collection: int) -> TablesResult:
+    """Every table from every tokens file of the configured bucket, written back beside
+    them (``tables/``), with the configured split rules and DuckDB memory limit."""
+    root = paths.tables_root(settings)
+    con = connect(settings, memory_limit=settings.duckdb_memory_limit)
+    try:
+        rules = load_split_rules(settings.partitioning, settings.registries)
+        return build_tables(
+            con,
+            paths.tokens_glob(root),
+            open_folder(root, settings),
+            rules,
+            seed=seed,
+            mini_per_collection=mini_per_collection,
+        )
+    finally:
+        con.close()

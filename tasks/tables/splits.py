@@ -36,7 +36,7 @@ LISTS: tuple[tuple[str, Split], ...] = (
 )
 # Split-file spellings that no normalisation can match to the registry name.
 ALIASES = {"Etherbananas": "Etherbanullas"}
-# Listed in the split but absent from the published counts of METHOD.md section 1.
+# Listed in the split but absent from the published counts of docs/method.md section 1.
 OUTSIDE_PUBLISHED_COUNTS = {"BanaCat": "train 800 collections / 6,178,249 pairs"}
 
 

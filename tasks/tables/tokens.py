@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from botocore.exceptions import ClientError
 
 from tasks.core import paths
 from tasks.core.content import parse_metadata
@@ -163,8 +162,7 @@ class BlockResult:
 
 def tokens_key(store: ObjectStore, manifest_key: str) -> str:
     """``tables/tokens/<contract>/<block>.parquet`` for ``manifests/<contract>/<block>.parquet``."""
-    contract, name = manifest_key.rsplit("/", 2)[-2:]
-    return store.key(paths.TABLES, "tokens", contract, name)
+    return store.key(paths.tokens_file(manifest_key))
 
 
 def build_block(
@@ -172,21 +170,24 @@ def build_block(
 ) -> BlockResult:
     """Write the block's tokens file unless it is up to date with its manifest."""
     target = tokens_key(store, manifest_key)
-    head = store.client.head_object(Bucket=store.bucket, Key=manifest_key)
-    etag = str(head["ETag"])
-    if not force and _source_etag(store, target) == etag:
+    head = store.head(manifest_key)
+    if head is None:
+        raise FileNotFoundError(f"manifest {manifest_key} is gone")
+    etag = head.etag
+    built = store.head(target)
+    if not force and built is not None and built.metadata.get(_ETAG) == etag:
         return BlockResult(manifest_key, 0, skipped=True, problems=0)
-    body = store.client.get_object(Bucket=store.bucket, Key=manifest_key, IfMatch=etag)
-    rows = from_parquet(body["Body"].read())
+    body = store.get(manifest_key, if_match=etag)
+    if body is None:
+        raise FileNotFoundError(f"manifest {manifest_key} is gone")
+    rows = from_parquet(body)
     with ThreadPoolExecutor(threads) as pool:
         blobs = list(pool.map(_loader(store), rows))
     records = [token_record(row, blob) for row, blob in zip(rows, blobs, strict=True)]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tokens.parquet"
         write_parquet(records, path)
-        store.client.put_object(
-            Bucket=store.bucket, Key=target, Body=path.read_bytes(), Metadata={_ETAG: etag}
-        )
+        store.put(target, path.read_bytes(), metadata={_ETAG: etag})
     return BlockResult(
         manifest_key, len(records), skipped=False, problems=sum(1 for r in records if r.problems)
     )
@@ -199,30 +200,9 @@ def _loader(store: ObjectStore) -> Callable[[ManifestRow], bytes | None]:
     return load
 
 
-def _source_etag(store: ObjectStore, key: str) -> str | None:
-    try:
-        head = store.client.head_object(Bucket=store.bucket, Key=key)
-    except ClientError as e:
-        if str(e.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey", "NotFound"}:
-            return None
-        raise
-    return head.get("Metadata", {}).get(_ETAG)
-
-
-def manifest_keys(store: ObjectStore, contracts: Sequence[str] | None = None) -> list[str]:
-    """Every finished block manifest (checkpoint parts excluded), optionally per contract."""
-    prefixes = (
-        [store.key("manifests", c) + "/" for c in contracts]
-        if contracts
-        else [store.key("manifests") + "/"]
-    )
-    keys = [k for p in prefixes for k in store.list_keys(p)]
-    return sorted(k for k in keys if k.endswith(".parquet") and "/_parts/" not in k)
-
-
 def prune_tokens(store: ObjectStore, manifests: Sequence[str]) -> int:
     """Delete tokens files whose manifest is gone, so no table counts a token twice."""
     wanted = {tokens_key(store, key) for key in manifests}
-    stale = [k for k in store.list_keys(store.key(paths.TABLES, "tokens") + "/") if k not in wanted]
+    stale = [k for k in store.list_keys(store.key(paths.TOKENS) + "/") if k not in wanted]
     store.delete(stale)
     return len(stale)

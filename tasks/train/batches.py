@@ -23,8 +23,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from tasks.core.errors import ItemError
 from tasks.core.folders import open_folder
 from tasks.core.settings import Settings
-from tasks.train.mask_draw import apply_mask, draw, draw_seed, union_mask
 from tasks.train.masks import Key, Mask
+from tasks.train.masks.draw import apply_mask, draw, draw_seed, union_mask
 from tasks.train.shards import Sample, ShardSet, read_shard
 
 Transform = Callable[[Image.Image], torch.Tensor]

@@ -2,7 +2,7 @@
 
 The model, tokenizer and symmetric contrastive loss are open_clip's; the loop is
 ours so that dynamic masking (tasks.train.batches) and exact resumption fit in.
-Optimiser as the paper's authors set it (METHOD.md section 4): AdamW with beta2
+Optimiser as the paper's authors set it (docs/method.md section 4): AdamW with beta2
 0.98, eps 1e-6, weight decay 0.1 on weights but not gains, biases or the logit
 scale, and a cosine schedule after a linear warm-up.
 
@@ -23,7 +23,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -32,10 +32,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from tasks.core.folders import Folder
+from tasks.core.paths import CHECKPOINT, DONE, LOG, MODEL
 from tasks.core.settings import Settings
 from tasks.train.batches import ShardBatches, plan_epoch
 from tasks.train.masks import Key, Mask
-from tasks.train.model import load_clip
+from tasks.train.model import ClipModel, load_clip, resolve_device
 from tasks.train.model_configs import training_defaults
 from tasks.train.shards import ShardSet
 
@@ -43,8 +44,7 @@ Mode = Literal["plain", "dynamic-mask"]
 Precision = Literal["fp32", "bf16", "amp"]
 MODES: tuple[str, ...] = ("plain", "dynamic-mask")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "amp")
-CHECKPOINT, MODEL, DONE, LOG = "checkpoint.pt", "model.pt", "done.json", "log.jsonl"
-# The authors' learning rates (METHOD.md section 4), for fine-tuning pretrained weights.
+# The authors' learning rates (docs/method.md section 4), for fine-tuning pretrained weights.
 AUTHORS_LR: dict[str, float] = {"dynamic-mask": 3e-5, "plain": 5e-6}
 
 
@@ -146,105 +146,130 @@ def train(
     dev = resolve_device(device)
     torch.manual_seed(config.seed)
     clip = load_clip(config.architecture, config.pretrained or None, settings, dev)
-    model = clip.model
-    optimiser = torch.optim.AdamW(
-        _param_groups(model, config.weight_decay),
-        lr=config.lr,
-        betas=(0.9, 0.98),
-        eps=1e-6,
-    )
-    scaler = torch.amp.GradScaler("cuda") if _uses_scaler(config, dev) else None
-    state = _restore(out, model, optimiser, scaler, run_id)
+    run = _Run(config, clip, dev)
+    state = _restore(out, run.model, run.optimiser, run.scaler, run_id)
     resumed_from = state.step
     workers = max(1, config.workers)
-    drop_last = config.compile  # fixed batch shapes: no recompiles for a short last batch
     total_steps = planned_steps(config, shards)
-    forward = torch.compile(model) if config.compile else model
-    loss_fn = open_clip.ClipLoss()
-    autocast = _autocast(config.precision, dev)
-    model.train()
     last_save = time.monotonic()
-    stats: list[EpochStats] = []
+    trained: list[EpochStats] = []  # epochs run in this process
 
     def save() -> None:
         nonlocal last_save
-        _save_checkpoint(out, model, optimiser, scaler, state, run_id)
+        _save_checkpoint(out, run.model, run.optimiser, run.scaler, state, run_id)
         last_save = time.monotonic()
+
+    def after_step(loss: torch.Tensor, lr: float, epoch: int, rate: float) -> None:
+        if log_every and state.step % log_every == 0:
+            entry = {
+                "step": state.step,
+                "epoch": epoch,
+                "loss": float(loss),
+                "lr": lr,
+                "samples_per_s": rate,
+            }
+            state.log.append(entry)
+            if on_log is not None:
+                on_log(entry)
+        due = checkpoint_every_steps and state.step % checkpoint_every_steps == 0
+        if due or time.monotonic() - last_save > checkpoint_every_s:
+            save()
 
     for epoch in range(state.epoch, config.epochs):
         if len(state.done) != workers:
             state.done = [0] * workers
-        data = ShardBatches(
-            shards,
-            settings,
-            clip.train_transform,
-            clip.tokenizer,
-            epoch=epoch,
-            seed=config.seed,
-            batch_size=config.batch_size,
-            workers=config.workers,
-            drop_last=drop_last,
-            masks=(masks or {}) if config.mode == "dynamic-mask" else {},
-            mask_probability=config.mask_probability if config.mode == "dynamic-mask" else 0,
-            skip=list(state.done),
+        batches = _loader(config, shards, settings, run.clip, masks, epoch, state.done, dev)
+        stats = run.epoch(batches, epoch, state, total_steps, after_step)
+        trained.append(stats)
+        state.epochs.append(asdict(stats))
+        state.epoch, state.done = epoch + 1, [0] * workers
+        save()
+
+    result = TrainResult(
+        run_id=run_id,
+        config=config,
+        steps=state.step,
+        samples=sum(s.samples for s in trained),
+        resumed_from_step=resumed_from,
+        epochs=tuple(EpochStats(**e) for e in state.epochs),
+        device=str(dev),
+    )
+    _write_model(out, run.model)
+    out.put(DONE, json.dumps(_done_doc(result), indent=1).encode())
+    return result
+
+
+class _Run:
+    """The model, optimiser and loss of one run, and how one step and one epoch go."""
+
+    def __init__(self, config: TrainConfig, clip: ClipModel, device: torch.device) -> None:
+        self.config, self.clip, self.model, self.device = config, clip, clip.model, device
+        self.optimiser = torch.optim.AdamW(
+            _param_groups(self.model, config.weight_decay),
+            lr=config.lr,
+            betas=(0.9, 0.98),
+            eps=1e-6,
         )
-        loader = DataLoader(
-            data,
-            batch_size=None,
-            num_workers=config.workers,
-            pin_memory=dev.type == "cuda",
-            persistent_workers=False,
-        )
+        uses_scaler = _uses_scaler(config, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if uses_scaler else None
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.loss_fn = open_clip.ClipLoss()
+        self.autocast = _autocast(config.precision, self.device)
+        self.model.train()
+
+    def step(self, images: torch.Tensor, texts: torch.Tensor, lr: float) -> torch.Tensor:
+        """One optimiser step on one batch at learning rate ``lr``; the batch's loss."""
+        for group in self.optimiser.param_groups:
+            group["lr"] = lr
+        with self.autocast:
+            features = self.forward(images, texts)
+            loss = self.loss_fn(
+                features["image_features"],
+                features["text_features"],
+                features["logit_scale"],
+            )
+        self.optimiser.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimiser)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimiser.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, math.log(100))  # type: ignore[operator]
+        loss_value: torch.Tensor = loss.detach()
+        return loss_value
+
+    def epoch(
+        self,
+        batches: Iterable[dict[str, Any]],
+        epoch: int,
+        state: _State,
+        total_steps: int,
+        after_step: Callable[[torch.Tensor, float, int, float], None],
+    ) -> EpochStats:
+        """Every batch of one epoch; ``state`` records where each data worker stands."""
+        config, dev = self.config, self.device
         started, samples, steps, hidden = time.perf_counter(), 0, 0, 0
         loss_sum = torch.zeros((), device=dev)
-        for batch in loader:
+        for batch in batches:
             state.done[batch["worker"]] = batch["index"] + 1
             count = len(batch["keys"])
             if count < 2:
                 continue  # corrupt images left one sample: nothing to contrast
             lr = cosine_lr(state.step, total_steps, config.lr, config.warmup_steps)
-            for group in optimiser.param_groups:
-                group["lr"] = lr
             images = batch["images"].to(dev, non_blocking=True)
             texts = batch["texts"].to(dev, non_blocking=True)
-            with autocast:
-                features = forward(images, texts)
-                loss = loss_fn(
-                    features["image_features"],
-                    features["text_features"],
-                    features["logit_scale"],
-                )
-            optimiser.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimiser)
-                scaler.update()
-            else:
-                loss.backward()
-                optimiser.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))  # type: ignore[operator]
+            loss = self.step(images, texts, lr)
             state.step += 1
             steps += 1
             samples += count
             hidden += sum(batch["masked"])
-            loss_sum += loss.detach()
-            if log_every and state.step % log_every == 0:
-                entry = {
-                    "step": state.step,
-                    "epoch": epoch,
-                    "loss": float(loss.detach()),
-                    "lr": lr,
-                    "samples_per_s": samples / (time.perf_counter() - started),
-                }
-                state.log.append(entry)
-                if on_log is not None:
-                    on_log(entry)
-            due = checkpoint_every_steps and state.step % checkpoint_every_steps == 0
-            if due or time.monotonic() - last_save > checkpoint_every_s:
-                save()
+            loss_sum += loss
+            after_step(loss, lr, epoch, samples / (time.perf_counter() - started))
         seconds = time.perf_counter() - started
-        epoch_stats = EpochStats(
+        return EpochStats(
             epoch=epoch,
             steps=steps,
             samples=samples,
@@ -253,23 +278,41 @@ def train(
             seconds=round(seconds, 3),
             samples_per_s=round(samples / seconds, 2) if seconds > 0 else 0.0,
         )
-        stats.append(epoch_stats)
-        state.epochs.append(asdict(epoch_stats))
-        state.epoch, state.done = epoch + 1, [0] * workers
-        save()
 
-    result = TrainResult(
-        run_id=run_id,
-        config=config,
-        steps=state.step,
-        samples=sum(s.samples for s in stats),
-        resumed_from_step=resumed_from,
-        epochs=tuple(EpochStats(**e) for e in state.epochs),
-        device=str(dev),
+
+def _loader(
+    config: TrainConfig,
+    shards: ShardSet,
+    settings: Settings,
+    clip: ClipModel,
+    masks: dict[str, dict[Key, Mask]] | None,
+    epoch: int,
+    done: list[int],
+    dev: torch.device,
+) -> DataLoader[dict[str, Any]]:
+    """The epoch's batches, skipping what each data worker delivered before a stop."""
+    dynamic = config.mode == "dynamic-mask"
+    data = ShardBatches(
+        shards,
+        settings,
+        clip.train_transform,
+        clip.tokenizer,
+        epoch=epoch,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        workers=config.workers,
+        drop_last=config.compile,  # fixed batch shapes: no recompiles for a short last batch
+        masks=(masks or {}) if dynamic else {},
+        mask_probability=config.mask_probability if dynamic else 0,
+        skip=list(done),
     )
-    _write_model(out, model)
-    out.put(DONE, json.dumps(_done_doc(result), indent=1).encode())
-    return result
+    return DataLoader(
+        data,
+        batch_size=None,
+        num_workers=config.workers,
+        pin_memory=dev.type == "cuda",
+        persistent_workers=False,
+    )
 
 
 def planned_steps(config: TrainConfig, shards: ShardSet) -> int:
@@ -278,12 +321,6 @@ def planned_steps(config: TrainConfig, shards: ShardSet) -> int:
         plan_epoch(shards, e, config.seed, config.workers, config.batch_size, config.compile).total
         for e in range(config.epochs)
     )
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:

@@ -66,3 +66,17 @@ def local_copy(location: str, settings: Settings) -> Iterator[Path]:
         path = Path(tmp) / name
         path.write_bytes(open_folder(parent, settings).get(name))
         yield path
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU; otherwise the named device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 on a GPU, fp32 elsewhere; otherwise the named precision."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" else "fp32"

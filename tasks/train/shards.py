@@ -20,10 +20,10 @@ from typing import Any
 from PIL import Image
 
 from tasks.core.folders import Folder, open_folder
+from tasks.core.paths import SIZES
 from tasks.core.settings import Settings
 from tasks.export import images
 
-SIZES = "sizes.json"
 IMAGE_MIMES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
 MAX_MEMBER_BYTES = 64 * 1024 * 1024
 MAX_SHARD_BYTES = 8 * 1024 * 1024 * 1024

@@ -16,18 +16,25 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 
+from tasks.core import paths
+from tasks.core.duck import connect
 from tasks.core.errors import ItemError
-from tasks.core.folders import Folder
+from tasks.core.folders import Folder, open_folder
 from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings
 from tasks.export import images
-from tasks.export.items import ExportItem
-from tasks.train.masks import Key, Mask, MaskBuilder, iou, official_masks
+from tasks.export.items import ExportItem, export_items
+from tasks.export.webdataset import Holdout
+from tasks.train.masks import Key, Mask, iou
+from tasks.train.masks.derived import MaskBuilder
+from tasks.train.masks.official import official_masks
 
 MAX_REASONS = 50  # values listed per report without a mask, with why
 
@@ -44,14 +51,6 @@ class MaskReport:
     mean_iou: float | None = None  # derived against official, where both exist
     iou_values: int = 0
     no_mask: dict[str, str] = field(default_factory=dict)  # value -> why it has none
-
-
-def masks_path(contract: str) -> str:
-    return f"{contract}.npz"
-
-
-def report_path(contract: str) -> str:
-    return f"{contract}.json"
 
 
 def build_masks(
@@ -111,8 +110,8 @@ def build_masks(
         no_mask=dict(list(no_mask.items())[:MAX_REASONS]),
     )
     if masks:
-        folder.put(masks_path(contract), encode_masks(masks))
-    folder.put(report_path(contract), json.dumps(asdict(report), indent=1).encode())
+        folder.put(paths.mask_file(contract), encode_masks(masks))
+    folder.put(paths.mask_report(contract), json.dumps(asdict(report), indent=1).encode())
     return report
 
 
@@ -138,6 +137,56 @@ def load_masks(folder: Folder, contracts: Iterable[str]) -> dict[str, dict[Key, 
     """The stored masks of each contract that has them (others train unmasked)."""
     found: dict[str, dict[Key, Mask]] = {}
     for contract in contracts:
-        if folder.exists(masks_path(contract)):
-            found[contract] = decode_masks(folder.get(masks_path(contract)))
+        if folder.exists(paths.mask_file(contract)):
+            found[contract] = decode_masks(folder.get(paths.mask_file(contract)))
     return found
+
+
+def masks_folder(settings: Settings) -> Folder:
+    """``masks/`` of the configured bucket."""
+    return open_folder(paths.url(settings, paths.MASKS), settings)
+
+
+def mask_targets(
+    settings: Settings, holdout: Holdout | None, *, rebuild: bool = False
+) -> list[list[ExportItem]]:
+    """The train-split items of each collection that has no masks yet (all with
+    ``rebuild``), less the tokens the export held out: derived masks see no held-out image."""
+    folder = masks_folder(settings)
+    con = connect(settings)
+    try:
+        items = export_items(
+            con,
+            paths.tables_root(settings),
+            splits=["train"],
+            holdout=holdout.per_collection if holdout else 0,
+            seed=holdout.seed if holdout else 0,
+        )
+        return [
+            group
+            for group in _by_contract(items)
+            if rebuild or not folder.exists(paths.mask_report(group[0].contract))
+        ]
+    finally:
+        con.close()
+
+
+def build_collection_masks(
+    items: list[ExportItem], settings: Settings, layers: str | None
+) -> MaskReport:
+    """``build_masks`` of one collection into the bucket's ``masks/``."""
+    art = Path(layers) if layers else None
+    return build_masks(items, ObjectStore(settings), masks_folder(settings), layers=art)
+
+
+def load_all_masks(settings: Settings) -> dict[str, dict[Key, Mask]]:
+    """Every stored collection's masks, by contract."""
+    folder = masks_folder(settings)
+    contracts = [p.removesuffix(".npz") for p in folder.walk() if p.endswith(".npz")]
+    return load_masks(folder, contracts)
+
+
+def _by_contract(items: Iterator[ExportItem]) -> Iterator[list[ExportItem]]:
+    """Consecutive items of one contract (export_items orders by contract when unshuffled)."""
+    for _, group in groupby(items, key=lambda i: i.contract):
+        yield list(group)

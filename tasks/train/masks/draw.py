@@ -1,4 +1,4 @@
-"""The dynamic-masking draw (METHOD.md section 4): hide picked traits in image and caption.
+"""The dynamic-masking draw (docs/method.md section 4): hide picked traits in image and caption.
 
 Each time a sample is loaded its traits are walked in order and each is picked
 with probability ``p``; a picked trait's region is painted over in the image and

@@ -1,0 +1,13 @@
+"""Test data: the archives here, and the generators that tests and benchmarks share.
+
+- ``synthetic``: token metadata at any scale in real shapes, from the HashLips layer
+  names (tables tests, ``bench.tables``).
+- ``composed``: collections of known retrieval difficulty composed from the HashLips
+  layer art (``bench.experiments.cvi_validation``).
+- ``known_masks``: collections whose trait masks are known, and mean IoU against them
+  (mask tests, ``bench.experiments.masks``).
+- ``moonbird_shards``: real Moonbirds as WebDataset shards with masks, prepared once
+  and cached (``bench.train``, ``bench.evaluate``, ``bench.cvi``, the masking experiment).
+- ``local_s3``: a private SeaweedFS to prepare them in, and boto3 signing as a local
+  stack's identity without editing os.environ (``bench.ingest``).
+"""

@@ -1,0 +1,1 @@
+"""End-to-end tier: the whole local stack, deployments run through Prefect and Dask."""

@@ -1,0 +1,1 @@
+"""Slow tier: no services, but real archives, real image work, embedded kubo or subprocesses."""
