@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test stop bench
+.PHONY: install demo test test-fast stop bench
 
 install: $(STAMP)
 
@@ -17,10 +17,18 @@ $(STAMP): pyproject.toml constraints.txt infra/chain/package.json infra/chain/pa
 demo: install
 	$(BIN)/nft1000 demo
 
+# Everything CI runs: lint, types, and every test tier (tests/README.md).
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The edit loop: lint and the unit tier, in under a minute.
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest tests/unit
 
 bench: install
 	$(BIN)/python -m bench.ingest

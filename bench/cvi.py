@@ -8,7 +8,7 @@ Two measurements, each against a named baseline in the same run:
   parquet files of ``--per-file`` pairs written by ``tasks.evaluate.embedding_files.to_parquet``
   like the real writer's groups, against ``numpy``: the same files read with
   pyarrow, per (collection, split) sums of the unit vectors in float64, and the
-  same formulas (METHOD.md section 6). Each runs in a forked process, after the
+  same formulas (docs/method.md section 6). Each runs in a forked process, after the
   files were read once into the page cache, and reports the peak RSS it reached
   there. The two results must agree to TOLERANCE on every part: the bench prints
   its JSON, then fails if they do not. The pairs fall in ``--collections``
@@ -17,9 +17,9 @@ Two measurements, each against a named baseline in the same run:
   collection has its own image and text centres, spreads and image-text match, so
   their CVIs differ. The files are cached in ``<cache>/cvi-<pairs>-<dim>/`` (2 GB
   for the default) and regenerated only when the arguments differ.
-- ``embed``: ``tasks.evaluate.embedding_store.embed_split`` (embedding plus the float16 parquet
+- ``embed``: ``tasks.evaluate.embed.embed_split`` (embedding plus the float16 parquet
   writes to a local folder) on one split of the real Moonbirds shards
-  (``bench.moonbird_shards``) with ``--architecture`` (the tiny CLIP, random
+  (``tests.data.moonbird_shards``) with ``--architecture`` (the tiny CLIP, random
   weights), against ``tasks.evaluate.embed.embed_shards`` alone on the same shard groups,
   the two in turn ``--repeats`` times after an untimed warm-up shard, best of
   each: the difference is the writer's cost, also timed alone (``to_parquet`` of
@@ -31,7 +31,7 @@ shared with other jobs: the times are noisy.
 
     python -m bench.cvi [--pairs N] [--dim D] [--collections C] [--threads T] [--seed S]
         [--per-file P] [--split test|train] [--repeats R] [--quick]
-        [the data arguments of bench.moonbird_shards]
+        [the data arguments of tests.data.moonbird_shards]
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ import multiprocessing
 import os
 import platform
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -57,16 +56,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from bench.moonbird_shards import LOCAL, add_arguments, prepared_of
+from bench.measure import Meter
 from tasks.core.duck import connect
 from tasks.evaluate.cvi import CviRow, compute_cvi
-from tasks.evaluate.embed import embed_shards
-from tasks.evaluate.embedding_files import to_parquet
-from tasks.evaluate.embedding_store import SplitEmbeddings, embed_split, shard_groups
-from tasks.train.loop import resolve_device
-from tasks.train.model import ClipModel, load_clip
+from tasks.evaluate.embed import SplitEmbeddings, embed_shards, embed_split, shard_groups
+from tasks.evaluate.embedding_files import embeddings_to_parquet
+from tasks.train.model import ClipModel, load_clip, resolve_device
 from tasks.train.model_configs import TINY_ARCHITECTURE
 from tasks.train.shards import ShardSet
+from tests.data.moonbird_shards import LOCAL, add_arguments, prepared_of
 
 TOLERANCE = 1e-6  # the two CVI computations must agree to this on every part
 TEST_SHARE = 0.2
@@ -153,9 +151,9 @@ def _write_file(task: FileTask) -> float:
         (f"Synthetic {i:04d}", f"0x{i:040x}", str(t), task.split)
         for i, t in zip(c.tolist(), task.token_ids.tolist(), strict=True)
     ]
-    started = time.perf_counter()
-    data = to_parquet(tokens, images, texts)
-    seconds = time.perf_counter() - started
+    meter = Meter()
+    data = embeddings_to_parquet(tokens, images, texts)
+    seconds = meter.seconds()
     task.path.parent.mkdir(parents=True, exist_ok=True)
     task.path.write_bytes(data)
     return seconds
@@ -194,11 +192,11 @@ def generate(vectors: VectorSet, cache: Path) -> dict[str, Any]:
     done.unlink(missing_ok=True)
     for old in folder.glob("*/*.parquet"):
         old.unlink()
-    started = time.perf_counter()
+    meter = Meter()
     processes = min(os.cpu_count() or 1, len(tasks))
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
         writes = list(pool.map(_write_file, tasks))
-    seconds = time.perf_counter() - started
+    seconds = meter.seconds()
     done.write_text(json.dumps(asdict(vectors)) + "\n")
     return {
         "folder": str(folder),
@@ -214,9 +212,9 @@ def duckdb_cvi(files: Sequence[str], threads: int | None) -> dict[str, Any]:
     """``compute_cvi`` on the files in a connection of ``threads`` (None: DuckDB's own)."""
     con = connect(threads=threads)
     con.execute("SET enable_progress_bar = false")  # it draws on stdout, into the JSON
-    started = time.perf_counter()
+    meter = Meter()
     rows = compute_cvi(con, list(files))
-    seconds = time.perf_counter() - started
+    seconds = meter.seconds()
     used = con.execute(
         "SELECT current_setting('threads'), current_setting('memory_limit')"
     ).fetchone()
@@ -232,7 +230,7 @@ def duckdb_cvi(files: Sequence[str], threads: int | None) -> dict[str, Any]:
 
 def numpy_cvi(files: Sequence[str]) -> dict[str, Any]:
     """The named baseline: per group float64 sums of unit vectors from pyarrow reads."""
-    started = time.perf_counter()
+    meter = Meter()
     groups: dict[str, int] = {}
     sums: list[np.ndarray] = []  # per group: n, own dot products, S_v..., S_t...
     for path in files:
@@ -257,7 +255,7 @@ def numpy_cvi(files: Sequence[str]) -> dict[str, Any]:
             sums[group] += total
     rows_out = _numpy_rows(groups, sums)
     return {
-        "seconds": time.perf_counter() - started,
+        "seconds": meter.seconds(),
         "rows": rows_out,
         "numpy": np.__version__,
         "pyarrow": pa.__version__,
@@ -340,28 +338,20 @@ def _fresh(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
 
 def _measured(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     # A forked child starts with the bench's pages resident: reset the peak to them
-    # (Linux clear_refs 5) and report both, so the difference is fn's own.
-    Path("/proc/self/clear_refs").write_text("5")
-    start = _status_mib("VmRSS")
+    # and report both, so the difference is fn's own.
+    meter = Meter(reset_peak=True)
     result = fn(*args)
-    return result | {"peak_rss_mib": _status_mib("VmHWM"), "start_rss_mib": start}
-
-
-def _status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return round(int(line.split()[1]) / 1024, 1)  # kB
-    raise RuntimeError(f"no {field} in /proc/self/status")
+    return result | {"peak_rss_mib": meter.peak_rss_mib(), "start_rss_mib": meter.start_rss_mib}
 
 
 def _read_through(files: Sequence[str]) -> float:
     """Read every file once, so both contenders find them in the page cache."""
-    started = time.perf_counter()
+    meter = Meter()
     for path in files:
         with open(path, "rb") as f:
             while f.read(1 << 24):
                 pass
-    return time.perf_counter() - started
+    return meter.seconds()
 
 
 def cvi_bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -473,19 +463,18 @@ def _embed_alone(
     seconds = write_seconds = 0.0
     pairs = 0
     for group in groups:
-        started = time.perf_counter()
+        meter = Meter()
         workers = min(options["workers"], len(group.sizes))
         result = embed_shards(clip, group, LOCAL, **options | {"workers": workers})
-        seconds += time.perf_counter() - started
+        seconds += meter.lap()
         pairs += len(result.keys)
-        started = time.perf_counter()
-        to_parquet(result.tokens, result.images.numpy(), result.texts.numpy())
-        write_seconds += time.perf_counter() - started
+        embeddings_to_parquet(result.tokens, result.images.numpy(), result.texts.numpy())
+        write_seconds += meter.lap()
     return seconds, write_seconds, pairs
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    started = time.perf_counter()
+    meter = Meter()
     cvi = cvi_bench(args)
     embed = embed_bench(args)
     return {
@@ -499,7 +488,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "quick": args.quick,
         "cvi": cvi,
         "embed": embed,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(meter.seconds(), 1),
     }
 
 

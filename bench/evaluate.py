@@ -1,6 +1,6 @@
 """bench/evaluate: embedding throughput and retrieval time on real Moonbirds shards; prints JSON.
 
-Three measurements on one split of ``bench.moonbird_shards`` (real tokens, the
+Three measurements on one split of ``tests.data.moonbird_shards`` (real tokens, the
 export's shards), with one model (random weights unless ``--pretrained`` names a
 checkpoint file; the accuracies then sit near chance and only the times matter):
 
@@ -26,21 +26,20 @@ import argparse
 import json
 import os
 import platform
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.moonbird_shards import LOCAL, add_arguments, prepared_of
+from bench.measure import Meter
 from tasks.evaluate.embed import embed_shards
 from tasks.evaluate.retrieval import POOLS, PoolResult, evaluate
 from tasks.train.batches import ShardBatches
-from tasks.train.loop import resolve_device
-from tasks.train.model import ClipModel, load_clip
+from tasks.train.model import ClipModel, load_clip, resolve_device
 from tasks.train.model_configs import TINY_ARCHITECTURE
 from tasks.train.shards import ShardSet
+from tests.data.moonbird_shards import LOCAL, add_arguments, prepared_of
 
 KS = (1, 5, 10)
 
@@ -56,10 +55,10 @@ def _best_time(fn: Callable[[], object], device: torch.device, repeats: int) -> 
     _sync(device)
     best = float("inf")
     for _ in range(repeats):
-        started = time.perf_counter()
+        meter = Meter()
         fn()
         _sync(device)
-        best = min(best, time.perf_counter() - started)
+        best = min(best, meter.seconds())
     return best
 
 

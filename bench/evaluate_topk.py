@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from bench.measure import Meter
 from tasks.evaluate.retrieval import (
     CANDIDATE_BLOCK,
     QUERY_BLOCK,
@@ -77,9 +77,9 @@ def dense_within(
 def _seconds(run: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float]:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    started = time.perf_counter()
+    meter = Meter()
     ranks = run()  # ranks come back on the CPU, so the device has finished
-    return ranks, time.perf_counter() - started
+    return ranks, meter.seconds()
 
 
 def _side(queries: int, seconds: float, ranks: torch.Tensor, mib: float) -> dict[str, Any]:

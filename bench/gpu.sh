@@ -5,7 +5,7 @@
 #     bash bench/gpu.sh prepare
 #   downloads the wheels the GPU image lacks (the versions constraints.txt pins,
 #   built for its Python 3.12 on x86-64) into .whl/, and packs the Moonbirds shards
-#   (train 8,000 and test 2,000 tokens, by bench.moonbird_shards, cached) into
+#   (train 8,000 and test 2,000 tokens, by tests.data.moonbird_shards, cached) into
 #   .nft1000/bench/gpu-data.tar.gz. Both are git-ignored; about 53 MB together,
 #   which with the repo (~8 MB) stays under the 64 MiB a device call carries.
 #   The benches there read the unpacked folder as it is (--prepared): it needs no
@@ -47,7 +47,7 @@ prepare() {
         --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         --platform manylinux1_x86_64 -d .whl "${pins[@]}"
-    root=$(.venv/bin/python -m bench.moonbird_shards "${DATA_ARGS[@]}" |
+    root=$(.venv/bin/python -m tests.data.moonbird_shards "${DATA_ARGS[@]}" |
         .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["root"])')
     tar czf "$DATA" -C "$(dirname "$root")" "$(basename "$root")"
     du -ch .whl "$DATA" | tail -n 1

@@ -17,16 +17,17 @@ import json
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from distributed import Client
 
+from bench.measure import Meter
 from infra import stack
 from tasks.core.settings import Settings, load_settings
-from tasks.ingest.blocks import ShardResult, plan_shards, run_shard
+from tasks.ingest.blocks import IngestResult, ingest_block, plan_blocks
 from tasks.ingest.registry import load_registry
+from tests.data.local_s3 import signing_as
 
 
 def _settings(env: dict[str, str], prefix: str, **changes: Any) -> Settings:
@@ -35,13 +36,13 @@ def _settings(env: dict[str, str], prefix: str, **changes: Any) -> Settings:
 
 def _measure(client: Client | None, settings: Settings, specs: list[Any]) -> dict[str, Any]:
     """Run shards (on Dask when a client is given) and sum their counters."""
-    started = time.monotonic()
+    meter = Meter()
     if client is None:
-        results = [run_shard(s, settings) for s in specs]
+        results = [ingest_block(s, settings) for s in specs]
     else:
-        results = client.gather(client.map(run_shard, specs, settings=settings, pure=False))
-    seconds = time.monotonic() - started
-    total = ShardResult("all", "-")
+        results = client.gather(client.map(ingest_block, specs, settings=settings, pure=False))
+    seconds = meter.seconds()
+    total = IngestResult("all", "-")
     for r in results:
         total.merge(r)
     return {
@@ -65,25 +66,28 @@ def main() -> None:
         cfg = stack.StackConfig.with_free_ports(
             Path(tmp), moonbirds_count=args.moonbirds, loot_count=args.loot
         )
-        t0 = time.monotonic()
+        meter = Meter()
         env = stack.up(cfg, worker=False)
-        stack_seconds = time.monotonic() - t0
-        os.environ.update(env)  # S3 credentials for boto3 in this process
+        stack_seconds = meter.seconds()
         try:
-            registry = load_registry([cfg.registry_path])
-            moonbirds, loot = registry["moonbirds"][1], registry["loot"][1]
-            base = _settings(env, "bench-base/")
-            ids = {moonbirds: range(0, args.moonbirds), loot: range(1, args.loot + 1)}
-            specs = [
-                spec
-                for name, address in (("Moonbirds", moonbirds), ("Loot", loot))
-                for spec in plan_shards(name, address, ids[address], base.shard_size)
-            ]
-            with Client(cfg.dask_address) as client:
-                pipeline = _measure(client, _settings(env, "bench-pipeline/"), specs)
-            serial = _settings(env, "bench-serial/", rpc_batch_size=1, concurrency=1)
-            subset = plan_shards("Moonbirds", moonbirds, range(0, args.baseline_tokens), 1000)
-            baseline = _measure(None, serial, subset)
+            # boto3 in this process (the serial baseline) signs as the stack's S3 identity.
+            with signing_as(
+                env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env["AWS_DEFAULT_REGION"]
+            ):
+                registry = load_registry([cfg.registry_path])
+                moonbirds, loot = registry["moonbirds"][1], registry["loot"][1]
+                base = _settings(env, "bench-base/")
+                ids = {moonbirds: range(0, args.moonbirds), loot: range(1, args.loot + 1)}
+                specs = [
+                    spec
+                    for name, address in (("Moonbirds", moonbirds), ("Loot", loot))
+                    for spec in plan_blocks(name, address, ids[address], base.shard_size)
+                ]
+                with Client(cfg.dask_address) as client:
+                    pipeline = _measure(client, _settings(env, "bench-pipeline/"), specs)
+                serial = _settings(env, "bench-serial/", rpc_batch_size=1, concurrency=1)
+                subset = plan_blocks("Moonbirds", moonbirds, range(0, args.baseline_tokens), 1000)
+                baseline = _measure(None, serial, subset)
         finally:
             stack.down(cfg)
 

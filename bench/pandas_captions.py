@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
-import time
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ import duckdb
 import pandas as pd
 from open_clip.tokenizer import SimpleTokenizer
 
+from bench.measure import Meter
 from tasks.core.sql import quote
 
 CONTEXT_LENGTH = 77  # CLIP's, start and end tokens included
@@ -190,34 +189,33 @@ def write_captions(captions: pd.DataFrame, path: Path) -> None:
 
 def run(tokens_path: Path, out_path: Path) -> dict[str, Any]:
     """Read, build and write once; the timings and this process's peak RSS."""
-    started = time.monotonic()
+    meter = Meter()
     _tokenizer()
-    imported = time.monotonic()
+    load_s = meter.lap()
     tokens = read_tokens(tokens_path)
-    read = time.monotonic()
+    read_s = meter.lap()
     captions = build_captions(tokens)
-    built = time.monotonic()
+    build_s = meter.lap()
     write_captions(captions, out_path)
-    written = time.monotonic()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    write_s = meter.lap()
     return {
         "tokens": len(tokens),
         "captions": len(captions),
-        "tokenizer_load_seconds": round(imported - started, 3),
-        "read_seconds": round(read - imported, 3),
-        "build_seconds": round(built - read, 3),
-        "write_seconds": round(written - built, 3),
-        "tokens_per_s": round(len(tokens) / (written - imported)),
-        "peak_rss_mib": round(peak / 1024, 1),
+        "tokenizer_load_seconds": round(load_s, 3),
+        "read_seconds": round(read_s, 3),
+        "build_seconds": round(build_s, 3),
+        "write_seconds": round(write_s, 3),
+        "tokens_per_s": round(len(tokens) / (read_s + build_s + write_s)),
+        "peak_rss_mib": meter.peak_rss_mib(),
     }
 
 
 def command(tokens_path: Path, out_path: Path) -> list[str]:
     """The command line that runs the baseline alone in a fresh process.
 
-    Run it with subprocess and read the child's peak RSS from
-    ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` (or the printed JSON's
-    ``peak_rss_mib``); both include the open_clip/torch import.
+    Run it with subprocess and read the child's peak RSS from the printed JSON's
+    ``peak_rss_mib`` (or ``bench.measure.Meter.children_peak_rss_mib``); both include
+    the open_clip/torch import.
     """
     return [sys.executable, "-m", "bench.pandas_captions", str(tokens_path), str(out_path)]
 

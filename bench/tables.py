@@ -1,7 +1,7 @@
 """bench/tables: build the dataset tables for 1,000,000 synthetic tokens; print JSON.
 
 Tokens are composed from the HashLips layers in real metadata shapes
-(bench/synthetic.py) and go through the pipeline's own tokens step. Then, each
+(tests/data/synthetic.py) and go through the pipeline's own tokens step. Then, each
 in a fresh process so peak memory is its own: our DuckDB build of every table
 (tasks/tables/build.py), the same build on a quarter of the tokens (memory must not
 grow with the count), and the named baseline "pandas" (bench/pandas_captions.py),
@@ -16,33 +16,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench import pandas_captions, synthetic
+from bench import pandas_captions
+from bench.measure import Meter
 from tasks.core.duck import connect
 from tasks.core.folders import LocalFolder
 from tasks.tables.build import build_tables
 from tasks.tables.splits import load_split_rules
+from tests.data import synthetic
 
 MEMORY_LIMIT = "1GB"  # DuckDB spills past this, so memory need not grow with tokens
 
 
 def build(tokens: Path, out: Path) -> dict[str, Any]:
     """Our full build in this process: step times and peak RSS."""
-    started = time.monotonic()
+    meter = Meter()
     con = connect(memory_limit=MEMORY_LIMIT)
     con.execute(f"SET temp_directory = '{out / 'spill'}'")
     result = build_tables(
         con, f"{tokens}/*/*.parquet", LocalFolder(out), load_split_rules(None, ())
     )
-    seconds = time.monotonic() - started
+    seconds = meter.seconds()
     return {
         "tokens": result.tokens,
         "rows": result.rows,
@@ -50,7 +50,7 @@ def build(tokens: Path, out: Path) -> dict[str, Any]:
         "steps": result.seconds,
         # The caption build proper: counting CLIP tokens (words step) and the captions.
         "caption_seconds": round(result.seconds["words"] + result.seconds["captions"], 2),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": meter.peak_rss_mib(),
     }
 
 
@@ -85,9 +85,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         cols = synthetic.collections(args.tokens, args.seed)
-        started = time.monotonic()
+        meter = Meter()
         count = _write_tokens(cols, root / "tokens")
-        tokens_seconds = time.monotonic() - started
+        tokens_seconds = meter.seconds()
         _write_tokens(synthetic.collections(args.tokens // 4, args.seed), root / "quarter")
 
         ours = _in_process("-m", "bench.tables", "--build", str(root / "tokens"), str(root / "out"))

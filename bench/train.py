@@ -2,7 +2,7 @@
 on the same WebDataset shards; prints JSON.
 
 Both train the same architecture from random weights on the same shards: the
-fewest first shards of the Moonbirds train split (``bench.moonbird_shards``: real
+fewest first shards of the Moonbirds train split (``tests.data.moonbird_shards``: real
 tokens written by the export's shard writer) that hold ``--samples``, at least
 one per data worker, for the epochs it takes to train ``--samples``, with the
 same batch size, precision, data workers and device, one after the other:
@@ -54,18 +54,19 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.moonbird_shards import LOCAL, Prepared, add_arguments, prepared_of
+from bench.measure import Meter
 from tasks.core.folders import open_folder
-from tasks.train.loop import MODES, TrainConfig, resolve_device, train
+from tasks.train.loop import MODES, TrainConfig, train
+from tasks.train.model import resolve_device
 from tasks.train.model_configs import TINY_ARCHITECTURE
 from tasks.train.shards import ShardSet
+from tests.data.moonbird_shards import LOCAL, Prepared, add_arguments, prepared_of
 
 # open_clip_train names mixed precision its own way.
 OPEN_CLIP_PRECISION = {"fp32": "fp32", "bf16": "amp_bf16", "amp": "amp"}
@@ -104,18 +105,19 @@ def ours(
 ) -> dict[str, Any]:
     """Our loop, timed step by step through its log callback."""
     masks = data.masks("derived") if config.mode == "dynamic-mask" else None
-    stamps: list[tuple[int, float, float]] = []  # (epoch, time, loss) per step
+    stamps: list[tuple[int, float, float]] = []  # (epoch, seconds on clock, loss) per step
+    clock = Meter()
 
     def on_log(entry: dict[str, Any]) -> None:
-        stamps.append((int(entry["epoch"]), time.perf_counter(), float(entry["loss"])))
+        stamps.append((int(entry["epoch"]), clock.seconds(), float(entry["loss"])))
 
     with tempfile.TemporaryDirectory(prefix="nft1000-bench-train-") as tmp:
-        started = time.perf_counter()
+        meter = Meter()
         result = train(
             config, shards, LOCAL, open_folder(tmp, LOCAL), masks, device=str(device),
             checkpoint_every_s=1e9, log_every=1, on_log=on_log,
         )  # fmt: skip
-        wall = time.perf_counter() - started
+        wall = meter.seconds()
     windows = []
     for epoch in result.epochs:
         times = [t for e, t, _ in stamps if e == epoch.epoch]
@@ -167,12 +169,12 @@ def open_clip_train(
         command.append("--torchcompile")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory(prefix="nft1000-bench-oct-") as tmp:
-        started = time.perf_counter()
+        meter = Meter()
         run = subprocess.run(
             [*command, "--logs", tmp], cwd=tmp, env=env, capture_output=True, text=True,
             timeout=timeout_s, check=False,
         )  # fmt: skip
-        wall = time.perf_counter() - started
+        wall = meter.seconds()
     if run.returncode != 0:
         raise RuntimeError(f"open_clip_train failed ({run.returncode}):\n{run.stderr[-4000:]}")
     lines = _STEP_LINE.findall(run.stdout + run.stderr)

@@ -1,7 +1,7 @@
 """Does CVI rank retrieval difficulty? Collections of known difficulty, through the deployments.
 
 Composes collections from the HashLips layers whose number of values per trait
-type grows (bench.composed: same size, unique tokens, so few values = hard) and
+type grows (tests.data.composed: same size, unique tokens, so few values = hard) and
 exports them to the local stack's S3. The model is trained with the
 nft1000/finetune deployment on a separate composed collection that uses every
 value (``--train-tokens`` tokens of the largest k), so each value is learned
@@ -14,7 +14,7 @@ top-1 within the collection, with Spearman's rho of CVI against top-1, and of
 the known difficulty (values per type) against top-1 (is the order real for
 this model?) and against CVI.
 
-    python -m bench.cvi_validation [--values 3,4,5,6,8,10] [--tokens 400]
+    python -m bench.experiments.cvi_validation [--values 3,4,5,6,8,10] [--tokens 400]
         [--train-tokens 12000] [--epochs 4]
 
 Starts the local stack if it is down (the one `make demo` uses) and leaves it up.
@@ -29,19 +29,19 @@ import hashlib
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.composed import ComposedCollection, Plan, compose, neighbours, write_export
+from bench.measure import Meter
 from infra import deployments, stack
 from tasks.core import paths
 from tasks.core.folders import open_folder
+from tasks.core.paths import SIZES
 from tasks.core.settings import Settings, load_settings
 from tasks.evaluate.cvi import rank_correlations
-from tasks.train.shards import SIZES
+from tests.data.composed import ComposedCollection, Plan, compose, neighbours, write_export
 
 RUN_NAME = "cvi-composed"
 
@@ -63,7 +63,7 @@ def finetune_params(root: str, epochs: int, seed: int) -> dict[str, str]:
 
 
 def run(plan: Plan, training: Plan, epochs: int, home: Path) -> dict[str, Any]:
-    started = time.perf_counter()
+    meter = Meter()
     cfg = (
         stack.load_config(home) if (home / "stack.json").exists() else stack.StackConfig(home=home)
     )
@@ -73,7 +73,7 @@ def run(plan: Plan, training: Plan, epochs: int, home: Path) -> dict[str, Any]:
     settings = load_settings(env)
     collections, root = _export(plan, settings)
     _, train_root = _export(training, settings)
-    prepared = time.perf_counter()
+    prepare_s = meter.lap()
 
     params = finetune_params(train_root, epochs, plan.seed)
     trained = deployments.run(env, "nft1000/finetune", params)
@@ -107,8 +107,8 @@ def run(plan: Plan, training: Plan, epochs: int, home: Path) -> dict[str, Any]:
         "spearman_values_cvi": _rho(rows, "values_per_type", "cvi"),
         "rows": rows,
         "seconds": {
-            "compose_and_export": round(prepared - started, 1),
-            "finetune_and_cvi": round(time.perf_counter() - prepared, 1),
+            "compose_and_export": round(prepare_s, 1),
+            "finetune_and_cvi": round(meter.lap(), 1),
         },
     }
 

@@ -1,10 +1,10 @@
-"""bench/masking_experiment: does dynamic masking help retrieval? Plain against
+"""bench/experiments/masking: does dynamic masking help retrieval? Plain against
 dynamic-mask training on real Moonbirds, top-K within the collection on held-out
 tokens; prints JSON.
 
-METHOD.md section 4 fine-tunes a pretrained CLIP. No weights can be downloaded
+docs/method.md section 4 fine-tunes a pretrained CLIP. No weights can be downloaded
 here, so every arm trains the same small CLIP from random weights, on a CPU, on
-the Moonbirds train split (``bench.moonbird_shards``: 80% of the tokens, by a
+the Moonbirds train split (``tests.data.moonbird_shards``: 80% of the tokens, by a
 seeded hash of the id), with one budget (epochs, batch, lr, warm-up, seed,
 precision) through ``tasks.train.loop.train``. The arms differ only in the mode and
 the masks:
@@ -17,7 +17,7 @@ the masks:
   whose mask covers nearly the whole canvas: Background), which are then never
   picked: always shown
   and always named. (A picked backdrop paints only what the token's other
-  traits leave showing, ``tasks.train.mask_draw.union_mask``; this arm tells how much
+  traits leave showing, ``tasks.train.masks.draw.union_mask``; this arm tells how much
   masking the backdrop at all costs or brings.)
 
 Each arm also reports ``painted_share``: how much of each training image the
@@ -30,7 +30,7 @@ images (pool ``within``: one collection, so pooled is the same pool). The
 untrained model and chance (K / test size) are the floor. Each seed repeats
 every arm with another initialisation, data order and draw.
 
-    python -m bench.masking_experiment [--epochs 3] [--batch-size 128] [--lr 1e-3]
+    python -m bench.experiments.masking [--epochs 3] [--batch-size 128] [--lr 1e-3]
         [--seeds 0] [--arms plain,dynamic-derived,...] [--tokens 10000]
 """
 
@@ -43,7 +43,6 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,23 +50,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.moonbird_shards import LOCAL, Prepared, add_arguments, prepared_of
+from bench.measure import Meter
 from tasks.core.folders import open_folder
+from tasks.core.paths import MODEL
 from tasks.evaluate.embed import embed_shards
 from tasks.evaluate.retrieval import WITHIN, evaluate
-from tasks.train.loop import MODEL, Mode, TrainConfig, TrainResult, resolve_device, train
-from tasks.train.mask_draw import BACKDROP_COVER, draw, draw_seed, union_mask
+from tasks.train.loop import Mode, TrainConfig, TrainResult, train
 from tasks.train.masks import Key, Mask
-from tasks.train.model import ClipModel, load_clip
+from tasks.train.masks.draw import BACKDROP_COVER, draw, draw_seed, union_mask
+from tasks.train.model import ClipModel, load_clip, resolve_device
 from tasks.train.model_configs import TINY_ARCHITECTURE
 from tasks.train.shards import ShardSet, read_shard
+from tests.data.moonbird_shards import LOCAL, Prepared, add_arguments, prepared_of
 
 
 @dataclass(frozen=True)
 class Arm:
     mode: Mode
-    masks: str | None = None  # mask source (bench.moonbird_shards.MASK_SOURCES)
-    # Backdrops (values whose mask covers nearly the whole canvas, as tasks.train.mask_draw
+    masks: str | None = None  # mask source (tests.data.moonbird_shards.MASK_SOURCES)
+    # Backdrops (values whose mask covers nearly the whole canvas, as tasks.train.masks.draw
     # tells them): False leaves them out of the masks, so they are never picked.
     canvas_masks: bool = True
 
@@ -133,7 +134,7 @@ def run_arm(
     arm = ARMS[name]
     masks = arm_masks(arm, data)
     out = scratch / f"{name}-{config.seed}"
-    started = time.perf_counter()
+    meter = Meter()
     result: TrainResult = train(
         dataclasses.replace(config, mode=arm.mode),
         data.split("train"),
@@ -144,7 +145,7 @@ def run_arm(
         checkpoint_every_s=1e9,
         log_every=0,
     )
-    seconds = time.perf_counter() - started
+    seconds = meter.seconds()
     clip = load_clip(config.architecture, str(out / MODEL), LOCAL, device)
     accuracy, embed_seconds = top_k(clip, data.split("test"), device, config.workers)
     trained = sum(e.seconds for e in result.epochs)
@@ -188,7 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     data = prepared_of(args)
     train_set, test_set = data.split("train"), data.split("test")
-    started = time.perf_counter()
+    meter = Meter()
     base = TrainConfig(
         architecture=args.architecture,
         lr=args.lr,
@@ -240,7 +241,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "untrained": untrained,
         "runs": runs,
         "summary": summarise(runs),
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(meter.seconds(), 1),
     }
 
 

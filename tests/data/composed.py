@@ -1,6 +1,6 @@
 """Collections of known retrieval difficulty, composed from the HashLips sample layers.
 
-The CVI (METHOD.md section 6) is only worth shipping if it ranks how hard a
+The CVI (docs/method.md section 6) is only worth shipping if it ranks how hard a
 collection is to search, so the validation needs collections whose difficulty
 order is known before any model sees them. Here every collection has the same
 number of tokens and the same six trait types (Background, Eyeball, Eye color,
@@ -44,13 +44,13 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from bench.synthetic import LAYER_ORDER, LAYERS_ARCHIVE
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
 from tasks.export.images import PNG_MIME, encode
 from tasks.export.items import ExportItem, safe_names
 from tasks.export.webdataset import ShardOptions, order_key, plan_shards, write_index, write_shard
-from tasks.train.mask_draw import caption
+from tasks.train.masks.draw import caption
+from tests.data.synthetic import LAYER_ORDER, LAYERS_ARCHIVE
 
 SPLITS = ("train", "test")
 CONSTANT = ("Shine",)  # drawn on every token; never a trait

@@ -1,5 +1,6 @@
-"""Real Moonbirds as WebDataset shards, split by token, with their trait masks: the
-data of the training benches (bench.train, bench.evaluate, bench.masking_experiment).
+"""Real Moonbirds as WebDataset shards, split by token, with their trait masks: the data
+of the training benches (bench.train, bench.evaluate, bench.cvi) and of
+bench.experiments.masking.
 
 The shards are what nft1000/export writes: the token images go into a real S3
 (a private SeaweedFS, started for the preparation and stopped by PID after it)
@@ -11,7 +12,7 @@ lowest ``sha256(seed/id)`` are ``test``, the rest ``train``. Each split is order
 like an export's (``order_key``).
 
 Masks of the collection come from the train images through
-``tasks.train.mask_store.build_masks``, under ``<root>/masks/derived`` (derived from
+``tasks.train.masks.store.build_masks``, under ``<root>/masks/derived`` (derived from
 the images) and ``<root>/masks/official`` (from the Moonbirds layer art; its
 report holds the derived masks' IoU against them).
 
@@ -20,7 +21,7 @@ decides its bytes (``SOURCES``), and finished by ``prepared.json``: a rerun with
 the same arguments and code starts no S3 and returns at once (so a GPU machine
 without SeaweedFS can use a folder prepared elsewhere from the same tree).
 
-    python -m bench.moonbird_shards [--tokens 10000] [--seed 0] [--test-share 0.2]
+    python -m tests.data.moonbird_shards [--tokens 10000] [--seed 0] [--test-share 0.2]
         [--per-shard 500] [--shortest-side 64] [--cache DIR]
 
 prints the folder's summary as JSON.
@@ -29,27 +30,21 @@ prints the folder's summary as JSON.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
-import os
-import signal
-import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tasks.core.folders import open_folder
 from tasks.core.settings import Settings
-from tasks.train.mask_store import load_masks
 from tasks.train.masks import Key, Mask
+from tasks.train.masks.store import load_masks
 from tasks.train.shards import ShardSet, open_shards
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CACHE = PROJECT_ROOT / ".nft1000" / "bench"
 COLLECTION = "Moonbirds"
 CONTRACT = "0x23581767a106ae21c074b2276d25e5c3e136a68b"
@@ -59,11 +54,13 @@ DONE = "prepared.json"
 VERSION = 1  # bump when what a prepared folder holds changes
 # The code that decides a prepared folder's bytes: shards, captions, traits, masks.
 SOURCES = (
-    "bench/masks.py",
+    "tests/data/known_masks.py",
     "tasks/export/images.py",
-    "tasks/train/mask_draw.py",
-    "tasks/train/masks.py",
-    "tasks/train/mask_store.py",
+    "tasks/train/masks/draw.py",
+    "tasks/train/masks/__init__.py",
+    "tasks/train/masks/derived.py",
+    "tasks/train/masks/official.py",
+    "tasks/train/masks/store.py",
     "tasks/tables/traits.py",
     "tasks/export/webdataset.py",
 )
@@ -138,7 +135,6 @@ def split_of(seed: int, token_ids: list[int], test_share: float) -> dict[int, st
 def _build(params: Params, root: Path) -> dict[str, Any]:
     # Preparation alone needs the archive, S3 and the export: imported here, so a
     # machine that only reads a prepared folder needs none of them.
-    from bench.masks import moonbirds_tokens
     from infra.stack import MOONBIRDS_LAYERS
     from tasks.core.s3 import ObjectStore
     from tasks.export.items import ExportItem
@@ -149,15 +145,17 @@ def _build(params: Params, root: Path) -> dict[str, Any]:
         write_index,
         write_shard,
     )
-    from tasks.train.mask_draw import caption
-    from tasks.train.mask_store import build_masks
+    from tasks.train.masks.draw import caption
+    from tasks.train.masks.store import build_masks
+    from tests.data.known_masks import moonbirds_tokens
+    from tests.data.local_s3 import seaweedfs
 
     started = time.perf_counter()
     tokens = [(int(t), png, traits) for t, png, traits in moonbirds_tokens()]
     tokens = [t for t in tokens if t[0] < params.tokens]
     splits = split_of(params.seed, [t[0] for t in tokens], params.test_share)
     options = ShardOptions(shortest_side=params.shortest_side)
-    with _seaweedfs() as settings:
+    with seaweedfs() as settings:
         s3_seconds = time.perf_counter() - started
         store = ObjectStore(settings)
         with ThreadPoolExecutor(16) as pool:
@@ -219,37 +217,6 @@ def _build(params: Params, root: Path) -> dict[str, Any]:
             "masks": round(done - masks_started, 1),
         },
     }
-
-
-@contextmanager
-def _seaweedfs() -> Iterator[Settings]:
-    """A private SeaweedFS S3 on free ports for the block; stopped by its PID after it."""
-    from infra import stack
-    from infra.process import start, stop
-
-    with tempfile.TemporaryDirectory(prefix="nft1000-bench-s3-") as tmp:
-        cfg = stack.StackConfig.with_free_ports(Path(tmp), bucket="bench")
-        spec = stack.s3_spec(cfg)
-        (cfg.home / "s3").mkdir(parents=True)  # weed does not create it
-        # boto3 in this process signs with the identity weed was given.
-        credentials = {k: v for k, v in stack.stack_env(cfg).items() if k.startswith("AWS_")}
-        saved = {k: os.environ.get(k) for k in [*credentials, "AWS_SESSION_TOKEN", "AWS_PROFILE"]}
-        os.environ.update(credentials)
-        os.environ.pop("AWS_SESSION_TOKEN", None)
-        os.environ.pop("AWS_PROFILE", None)
-        try:
-            start(spec)
-            yield Settings(
-                s3_endpoint_url=cfg.s3_endpoint_url, s3_bucket=cfg.bucket, concurrency=16
-            )
-        finally:
-            # The data is thrown away with the folder: no need to let weed drain.
-            stop(dataclasses.replace(spec, stop_signal=signal.SIGKILL))
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
 
 def add_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> None:

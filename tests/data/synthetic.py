@@ -23,7 +23,7 @@ so a block's bytes are the same whichever order or process makes them. Blocks
 follow the manifest blocks (ids ``[k*BLOCK, (k+1)*BLOCK)``), as the tokens
 table's files do.
 
-    python -m bench.synthetic --tokens 1000000 [--seed 0] [--tokens-table DIR]
+    python -m tests.data.synthetic --tokens 1000000 [--seed 0] [--tokens-table DIR]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from tasks.ingest.manifest import ManifestRow
 from tasks.tables.tokens import token_record, write_parquet
 
 # The HashLips sample layers (MIT), kept with the test data that tests and benches share.
-LAYERS_ARCHIVE = Path(__file__).resolve().parents[1] / "tests" / "data" / "hashlips_layers.tar.gz"
+LAYERS_ARCHIVE = Path(__file__).resolve().parent / "hashlips_layers.tar.gz"
 # The HashLips engine's layersOrder (back to front); layers not named here follow, sorted.
 LAYER_ORDER = ("Background", "Eyeball", "Eye color", "Iris", "Shine", "Bottom lid", "Top lid")
 

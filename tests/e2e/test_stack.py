@@ -134,7 +134,6 @@ def test_the_stack_trains_the_tiny_model_unless_the_environment_names_another() 
     assert model_env({**mine, "NFT1000_SEED": "3"}) == mine
 
 
-@pytest.mark.services
 def test_stack_up_is_complete_and_idempotent(
     running_stack: tuple[StackConfig, dict[str, str]],
 ) -> None:
@@ -171,8 +170,6 @@ def summary_artifact(env: dict[str, str], flow_run_id: str) -> list[dict[str, An
     return rows
 
 
-@pytest.mark.services
-@pytest.mark.e2e
 def test_ingest_deployment_end_to_end(running_stack: tuple[StackConfig, dict[str, str]]) -> None:
     """`prefect deployment run nft1000/ingest` through the real worker, Dask cluster and S3."""
     _, env = running_stack
@@ -211,8 +208,6 @@ def flow_runs_of(env: dict[str, str], deployment: str) -> list[dict[str, Any]]:
     return runs
 
 
-@pytest.mark.services
-@pytest.mark.e2e
 def test_tables_and_export_deployments_end_to_end(
     running_stack: tuple[StackConfig, dict[str, str]],
 ) -> None:
@@ -277,8 +272,6 @@ def registered_schedules(env: dict[str, str], name: str) -> list[tuple[str, str,
     ]
 
 
-@pytest.mark.services
-@pytest.mark.e2e
 def test_finetune_and_evaluate_deployments_end_to_end(
     running_stack: tuple[StackConfig, dict[str, str]],
 ) -> None:
@@ -345,8 +338,6 @@ def test_finetune_and_evaluate_deployments_end_to_end(
     assert artifact_keys(env, keys) == set(keys)
 
 
-@pytest.mark.services
-@pytest.mark.e2e
 def test_cvi_deployment_end_to_end(running_stack: tuple[StackConfig, dict[str, str]]) -> None:
     """nft1000/cvi on the exported shards through the gpu worker: embeddings in S3, the
     cvi view with CVI beside top-1 per collection and split, plots and artifacts."""
@@ -396,8 +387,6 @@ def test_cvi_deployment_end_to_end(running_stack: tuple[StackConfig, dict[str, s
     assert all(float(x) >= -1 for x in moonbirds[7:])
 
 
-@pytest.mark.services
-@pytest.mark.e2e
 def test_a_failing_stage_is_reported_with_its_link_and_errors(
     running_stack: tuple[StackConfig, dict[str, str]],
     tmp_path: Path,
@@ -420,7 +409,6 @@ def test_a_failing_stage_is_reported_with_its_link_and_errors(
     assert any("no-such-run" in line for line in printed[4:])
 
 
-@pytest.mark.services
 def test_stack_down_stops_everything(running_stack: tuple[StackConfig, dict[str, str]]) -> None:
     cfg, _ = running_stack
     pids = status(cfg)

@@ -1,19 +1,14 @@
-"""Session fixtures: the real local services the ingest tests run against.
+"""The services tier's fixtures: the real local services its tests run against.
 
-``services`` starts SeaweedFS (S3), anvil (with the demo Moonbirds and Loot
-deployed) and the demo IPFS gateway on free ports with their state in a temporary
-folder, through the same spec builders as ``infra.stack``, and stops each by its
-PID at the end. ``origin`` is a crafted-content HTTP server that counts its hits.
-Each test gets its own ``s3_prefix`` (fixture ``settings``), so tests never see
-each other's objects.
+``services`` starts SeaweedFS (S3), anvil (with the demo Moonbirds and Loot deployed)
+and the demo IPFS gateway on free ports with their state in a temporary folder,
+through the same spec builders as ``infra.stack``, and stops each by its PID when the
+tier is done (package scope: before the e2e tier starts a stack of its own).
+``origin`` is a crafted-content HTTP server that counts its hits. Each test gets its
+own ``s3_prefix`` (fixture ``settings``), so tests never see each other's objects.
 """
 
 from __future__ import annotations
-
-import os
-
-# Before anything imports open_clip: no test may reach for a model hub (no network here).
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import dataclasses
 import shutil
@@ -23,8 +18,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from _servers import Origin
-from _stack import (
+
+from infra import stack
+from infra.demo_chain import anvil_spec, compile_contracts, deploy_demo, read_loot_uris
+from infra.demo_content import build_moonbirds
+from infra.process import ServiceSpec, start, stop
+from tasks.core.s3 import ObjectStore
+from tasks.core.settings import Settings
+from tests.support.servers import Origin
+from tests.support.stack import (
     AWS_KEY,
     LOOT,
     LOOT_ARCHIVE,
@@ -35,13 +37,6 @@ from _stack import (
     prefix_for,
 )
 
-from infra import stack
-from infra.demo_chain import anvil_spec, compile_contracts, deploy_demo, read_loot_uris
-from infra.demo_content import build_moonbirds
-from infra.process import ServiceSpec, start, stop
-from tasks.core.s3 import ObjectStore
-from tasks.core.settings import Settings
-
 
 def _cache_dir(config: pytest.Config, tmp: pytest.TempPathFactory) -> Path:
     """pytest's cache folder (compiled contracts and the CAR survive sessions), else tmp."""
@@ -49,7 +44,7 @@ def _cache_dir(config: pytest.Config, tmp: pytest.TempPathFactory) -> Path:
     return Path(cache.mkdir("nft1000")) if cache is not None else tmp.mktemp("cache")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def origin() -> Iterator[Origin]:
     server = Origin().start()
     try:
@@ -58,7 +53,7 @@ def origin() -> Iterator[Origin]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def services(
     tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, origin: Origin
 ) -> Iterator[Services]:

@@ -1,5 +1,6 @@
 """bench/cvi in quick mode: the printed JSON, DuckDB's CVI against numpy's on the
-generated files, and embed_split's writes and resume on a few real Moonbirds."""
+generated files, and embed_split's writes and resume on a few real Moonbirds (whose
+shards a private SeaweedFS prepares, as in test_bench_train: hence this tier)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,7 @@ import pytest
 
 from bench import cvi
 from tasks.evaluate.cvi import CviRow
-from tasks.evaluate.embedding_files import from_parquet
-
-# A private SeaweedFS prepares the Moonbirds shards, as in test_bench_train.
-pytestmark = pytest.mark.services
+from tasks.evaluate.embedding_files import embeddings_from_parquet
 
 
 def test_quick_bench_agrees_with_numpy_and_resumes(
@@ -57,7 +55,7 @@ def test_numpy_baseline_matches_a_pairwise_computation(tmp_path: Path) -> None:
     rows: list[CviRow] = cvi.numpy_cvi(files)["rows"]
     tokens, images, texts = [], [], []
     for path in files:
-        file_tokens, file_images, file_texts = from_parquet(Path(path).read_bytes())
+        file_tokens, file_images, file_texts = embeddings_from_parquet(Path(path).read_bytes())
         tokens += file_tokens
         images.append(file_images)
         texts.append(file_texts)

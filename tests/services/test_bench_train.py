@@ -1,6 +1,6 @@
 """The training benches end to end on a few real Moonbirds: data preparation (a private
 SeaweedFS, the export's shard writer, both kinds of masks), bench.train against
-open_clip_train, bench.evaluate and bench.masking_experiment, asserted on their JSON."""
+open_clip_train, bench.evaluate and bench.experiments.masking, asserted on their JSON."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ from typing import Any
 
 import pytest
 
-from bench import evaluate, masking_experiment, train
-from bench.moonbird_shards import CONTRACT, Params, Prepared, prepare
+from bench import evaluate, train
+from bench.experiments import masking
 from tasks.core.folders import open_folder
 from tasks.core.settings import Settings
-from tasks.train.mask_draw import BACKDROP_COVER
+from tasks.train.masks.draw import BACKDROP_COVER
 from tasks.train.shards import read_shard
-
-pytestmark = pytest.mark.services
+from tests.data.moonbird_shards import CONTRACT, Params, Prepared, prepare
 
 TOKENS, PER_SHARD = 80, 16
 DATA = ["--tokens", str(TOKENS), "--per-shard", str(PER_SHARD), "--test-share", "0.25"]
@@ -116,11 +115,11 @@ def test_bench_evaluate_reports_embedding_and_retrieval_speed(prepared: Prepared
 
 def test_masking_experiment_trains_each_arm_on_one_budget(prepared: Prepared, cache: Path) -> None:
     arms = ["plain", "dynamic-official", "dynamic-derived", "dynamic-derived-no-backdrop"]
-    args = masking_experiment.parser().parse_args(
+    args = masking.parser().parse_args(
         [*DATA, "--cache", str(cache), "--epochs", "1", "--batch-size", "16",
          "--warmup-steps", "2", "--workers", "0", "--arms", ",".join(arms)]
     )  # fmt: skip
-    doc = _json(masking_experiment.run(args))
+    doc = _json(masking.run(args))
     derived = prepared.masks("derived")[CONTRACT]
     assert doc["data"] | {"prepared": ""} == {
         "collection": "Moonbirds",

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from eth_abi.abi import encode
 
 from infra.demo_chain import (
     anvil_spec,
@@ -23,15 +22,13 @@ from infra.demo_chain import (
 from infra.process import free_port, running
 from infra.stack import LOOT_ARCHIVE
 from tasks.core.errors import ItemError
-from tasks.ingest.chain import ChainReader, NotAContract, StringTooLarge, decode_string, encode_call
+from tasks.ingest.chain import ChainReader, NotAContract, encode_call
 
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 MOONBIRDS = 300
 LOOT = 50
 BURNED_IDS = [50, 98, 99]  # of 0..99: totalSupply 97, yet id 97 is the highest
 SPARSE_IDS = [*range(1000, 1050), 5000]
-
-services = pytest.mark.services
 
 
 @dataclass(frozen=True)
@@ -75,7 +72,6 @@ def _deploy_enumerable(url: str, artifacts: dict[str, Any], base: str, ids: list
     return address
 
 
-@services
 async def test_collection_facts(chain: Chain) -> None:
     async with ChainReader(chain.url) as reader:
         birds = await reader.collection_facts(chain.moonbirds.upper().replace("0X", "0x"))
@@ -92,7 +88,6 @@ async def test_collection_facts(chain: Chain) -> None:
     assert (loot.name, loot.symbol, loot.total_supply) == ("Loot", "LOOT", LOOT)
 
 
-@services
 async def test_token_id_range(chain: Chain) -> None:
     async with ChainReader(chain.url) as reader:
         assert await reader.token_id_range(chain.moonbirds, MOONBIRDS, None) == range(300)
@@ -105,7 +100,6 @@ async def test_token_id_range(chain: Chain) -> None:
             await reader.token_id_range(chain.loot, LOOT, (10, 5))
 
 
-@services
 async def test_enumerable_id_span(chain: Chain) -> None:
     async with ChainReader(chain.url, batch_size=40) as reader:
         burned = await reader.collection_facts(chain.burned)
@@ -119,7 +113,6 @@ async def test_enumerable_id_span(chain: Chain) -> None:
         assert reader.round_trips == 8 + 1
 
 
-@services
 async def test_enumerable_falls_back_when_an_index_fails(chain: Chain) -> None:
     async with ChainReader(chain.url) as reader:
         # tokenByIndex(51) reverts: no token has that index, so the 1-based rule applies.
@@ -128,7 +121,6 @@ async def test_enumerable_falls_back_when_an_index_fails(chain: Chain) -> None:
         assert reader.round_trips == 4
 
 
-@services
 async def test_enumerable_gaps_are_not_minted(chain: Chain) -> None:
     async with ChainReader(chain.url) as reader:
         burned = await reader.token_uris(chain.burned, [0, 50, 97, 98])
@@ -139,7 +131,6 @@ async def test_enumerable_gaps_are_not_minted(chain: Chain) -> None:
         assert isinstance(failed, ItemError) and failed.kind == "not_minted"
 
 
-@services
 async def test_token_uris_in_batches(chain: Chain) -> None:
     async with ChainReader(chain.url, batch_size=128) as reader:
         birds = await reader.token_uris(chain.moonbirds, range(MOONBIRDS))
@@ -152,7 +143,6 @@ async def test_token_uris_in_batches(chain: Chain) -> None:
     assert list(loot.values()) == chain.loot_uris
 
 
-@services
 async def test_unminted_and_undecodable(chain: Chain) -> None:
     async with ChainReader(chain.url) as reader:
         birds = await reader.token_uris(chain.moonbirds, [299, 300, 10**9])
@@ -164,28 +154,3 @@ async def test_unminted_and_undecodable(chain: Chain) -> None:
     for failed in (birds[300], birds[10**9], loot[0], loot[LOOT + 1]):
         assert isinstance(failed, ItemError) and failed.kind == "not_minted"
     assert isinstance(no_code[1], ItemError) and no_code[1].kind == "rpc_error"
-
-
-async def test_node_down_fails_every_token() -> None:
-    url = f"http://127.0.0.1:{free_port()}"
-    async with ChainReader(url, batch_size=2, attempts=2, backoff_s=0.01) as reader:
-        uris = await reader.token_uris("0x" + "11" * 20, range(5))
-        assert reader.round_trips == 3 * 2
-    for uri in uris.values():
-        assert isinstance(uri, ItemError) and uri.kind == "rpc_error" and uri.retryable
-
-
-def test_encode_call() -> None:
-    assert encode_call("tokenURI(uint256)", ["uint256"], [1]) == "0xc87b56dd" + "00" * 31 + "01"
-    assert encode_call("totalSupply()", [], []) == "0x18160ddd"
-
-
-def test_decode_string() -> None:
-    assert decode_string("0x" + encode(["string"], ["ipfs://x/1"]).hex()) == "ipfs://x/1"
-    assert decode_string("0x" + encode(["string"], [""]).hex()) == ""
-    assert decode_string("0x" + b"MKR".ljust(32, b"\0").hex()) == "MKR"  # bytes32 name
-    with pytest.raises(StringTooLarge):
-        decode_string("0x" + encode(["string"], ["a" * 100]).hex(), max_bytes=50)
-    for garbage in ("0x", "0x1234", "nothex", "0x" + encode(["bytes"], [b"\xff"]).hex()):
-        with pytest.raises(ValueError):
-            decode_string(garbage)

@@ -11,7 +11,11 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from bench.composed import (
+from tasks.core.folders import open_folder
+from tasks.core.settings import Settings
+from tasks.train.masks.draw import caption
+from tasks.train.shards import open_shards, read_shard
+from tests.data.composed import (
     MAX_VALUES,
     TRAIT_TYPES,
     VALUES,
@@ -24,11 +28,7 @@ from bench.composed import (
     neighbours,
     write_export,
 )
-from bench.synthetic import LAYER_ORDER
-from tasks.core.folders import open_folder
-from tasks.core.settings import Settings
-from tasks.train.mask_draw import caption
-from tasks.train.shards import open_shards, read_shard
+from tests.data.synthetic import LAYER_ORDER
 
 SMALL = Plan(values=(2, 3), tokens=20, size=32)
 
@@ -160,7 +160,6 @@ def test_plans_that_cannot_be_composed_are_refused(kwargs: dict[str, object]) ->
         Plan(**kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.services
 def test_the_export_round_trips_through_s3_shards(
     small: list[ComposedCollection], settings: Settings
 ) -> None:

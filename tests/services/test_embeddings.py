@@ -7,21 +7,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _train_data import MOONBIRDS, moonbird_items, write_split
 
 from tasks.core import paths
 from tasks.core.duck import connect
 from tasks.core.folders import open_folder
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
-from tasks.evaluate.embed import embed_shards
-from tasks.evaluate.embedding_files import from_parquet, read_files, to_parquet
-from tasks.evaluate.embedding_store import SHARDS_PER_FILE, embed_split, shard_groups
+from tasks.evaluate.embed import SHARDS_PER_FILE, embed_shards, embed_split, shard_groups
+from tasks.evaluate.embedding_files import (
+    embeddings_from_parquet,
+    embeddings_to_parquet,
+    read_files,
+)
 from tasks.train.model import ClipModel, load_clip
 from tasks.train.model_configs import TINY_ARCHITECTURE
 from tasks.train.shards import ShardSet, open_shards
-
-pytestmark = pytest.mark.services
+from tests.support.train_data import MOONBIRDS, moonbird_items, write_split
 
 PAIRS = 45  # 12 shards of 4 (the last 1): two groups, the second short
 CPU = torch.device("cpu")
@@ -77,8 +78,8 @@ def test_duckdb_reads_the_float16_files_as_float_lists(settings: Settings) -> No
     rng = np.random.default_rng(0)
     tokens = [("A $x$", "0xa", "1", "train"), ("B", "0xb", "2", "test")]
     images, texts = rng.normal(size=(2, 8)), rng.normal(size=(2, 8))
-    data = to_parquet(tokens, images, texts)
-    back = from_parquet(data)
+    data = embeddings_to_parquet(tokens, images, texts)
+    back = embeddings_from_parquet(data)
     assert back[0] == tokens
     assert np.array_equal(back[1], images.astype(np.float16).astype(np.float32))
     folder = open_folder(paths.url(settings, "embeddings"), settings)
@@ -97,6 +98,6 @@ def test_duckdb_reads_the_float16_files_as_float_lists(settings: Settings) -> No
 
 def test_mismatched_arrays_are_refused() -> None:
     with pytest.raises(ValueError, match="one \\(N, D\\) shape"):
-        to_parquet([("A", "0xa", "1", "train")], np.zeros((1, 4)), np.zeros((1, 3)))
+        embeddings_to_parquet([("A", "0xa", "1", "train")], np.zeros((1, 4)), np.zeros((1, 3)))
     with pytest.raises(ValueError, match="1 tokens"):
-        to_parquet([("A", "0xa", "1", "train")], np.zeros((2, 4)), np.zeros((2, 4)))
+        embeddings_to_parquet([("A", "0xa", "1", "train")], np.zeros((2, 4)), np.zeros((2, 4)))

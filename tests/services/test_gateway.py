@@ -9,7 +9,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -24,7 +23,6 @@ from tasks.ingest.ipfs.cid import CID
 from tasks.ingest.ipfs.importer import add_directory
 from tasks.ingest.ipfs.verify import file_from_car
 
-REPO = Path(__file__).resolve().parents[1]
 TOKENS = 50
 LIMIT = 1 << 20
 

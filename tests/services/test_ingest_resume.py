@@ -13,33 +13,30 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
-from _servers import GatewayProxy
-from _stack import MOONBIRDS, Services
 from botocore.exceptions import ClientError
 
 from tasks.core.s3 import ObjectStore, StoredBlob
 from tasks.core.settings import Settings, load_settings
 from tasks.ingest.blocks import (
-    ShardSpec,
+    BlockSpec,
+    ingest_block,
     load_rows,
     manifest_key,
     parts_prefix,
-    plan_shards,
-    run_shard,
+    plan_blocks,
 )
 from tasks.ingest.manifest import from_parquet, to_parquet
+from tests.support import REPO
+from tests.support.servers import GatewayProxy
+from tests.support.stack import MOONBIRDS, Services
 
-pytestmark = pytest.mark.services
-
-ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import sys
 from tasks.core.settings import load_settings
-from tasks.ingest.blocks import ShardSpec, run_shard
-run_shard(ShardSpec("Moonbirds", sys.argv[1], 0, int(sys.argv[2])), load_settings())
+from tasks.ingest.blocks import BlockSpec, ingest_block
+ingest_block(BlockSpec("Moonbirds", sys.argv[1], 0, int(sys.argv[2])), load_settings())
 """
 KILL_AFTER_PARTS = 4
 WAIT_S = 60.0
@@ -73,7 +70,7 @@ def blob_sizes(store: ObjectStore) -> dict[str, int]:
 
 def test_killed_run_resumes_from_checkpoints(services: Services, settings: Settings) -> None:
     store = ObjectStore(settings)
-    spec = ShardSpec("Moonbirds", services.moonbirds_address, 0, MOONBIRDS)
+    spec = BlockSpec("Moonbirds", services.moonbirds_address, 0, MOONBIRDS)
     parts = parts_prefix(store, spec)
     # The killed run goes through a slow gateway, two downloads at a time, checkpointing
     # every 0.3 s: it is killed after its fourth checkpoint, far from done.
@@ -93,7 +90,7 @@ def test_killed_run_resumes_from_checkpoints(services: Services, settings: Setti
         with open(log, "wb") as out:
             child = subprocess.Popen(
                 [sys.executable, "-c", CHILD, spec.contract, str(MOONBIRDS)],
-                cwd=ROOT,
+                cwd=REPO,
                 env={**environ, **env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -120,7 +117,7 @@ def test_killed_run_resumes_from_checkpoints(services: Services, settings: Setti
     assert all(r.status == "ok" for r in checkpointed.values())
     blobs_at_kill = blob_sizes(store)
 
-    result = run_shard(spec, settings)
+    result = ingest_block(spec, settings)
 
     missing = MOONBIRDS - len(checkpointed)
     assert result.skipped == len(checkpointed)
@@ -150,8 +147,8 @@ def test_killed_run_resumes_from_checkpoints(services: Services, settings: Setti
 def test_resume_when_every_token_was_checkpointed(services: Services, settings: Settings) -> None:
     """Killed between the last checkpoint and the manifest: the rerun must still write it."""
     store = ObjectStore(settings)
-    spec = ShardSpec("Loot", services.loot_address, 1, 11)
-    first = run_shard(spec, settings)
+    spec = BlockSpec("Loot", services.loot_address, 1, 11)
+    first = ingest_block(spec, settings)
     assert first.ok == 10
     key = manifest_key(store, spec)
     data = store.get(key)
@@ -162,7 +159,7 @@ def test_resume_when_every_token_was_checkpointed(services: Services, settings: 
     store.delete([key])
     assert store.get(key) is None
 
-    again = run_shard(spec, settings)
+    again = ingest_block(spec, settings)
     assert (again.skipped, again.ok, again.http_requests) == (10, 10, 0)
     final = store.get(key)
     assert final is not None, "no manifest after the resumed run"
@@ -175,20 +172,20 @@ def test_other_ranges_and_shard_sizes_extend_one_manifest(
 ) -> None:
     store = ObjectStore(settings)
     address = services.moonbirds_address
-    small = plan_shards("Moonbirds", address, range(0, 50), 25)
-    assert small == [ShardSpec("Moonbirds", address, 0, 50, step=25)]
-    first = run_shard(small[0], settings)
+    small = plan_blocks("Moonbirds", address, range(0, 50), 25)
+    assert small == [BlockSpec("Moonbirds", address, 0, 50, step=25)]
+    first = ingest_block(small[0], settings)
     assert (first.tokens, first.ok, first.http_requests, first.rpc_round_trips) == (50, 50, 100, 2)
 
-    full = plan_shards("Moonbirds", address, range(MOONBIRDS), settings.shard_size)
+    full = plan_blocks("Moonbirds", address, range(MOONBIRDS), settings.shard_size)
     assert [s.name for s in full] == [small[0].name]
-    second = run_shard(full[0], settings)
+    second = ingest_block(full[0], settings)
     assert (second.tokens, second.ok, second.skipped) == (MOONBIRDS, MOONBIRDS, 50)
     assert second.http_requests == 2 * (MOONBIRDS - 50)  # metadata and image, new ids only
 
     key = manifest_key(store, full[0])
     before = store.get(key)
-    inner = run_shard(ShardSpec("Moonbirds", address, 10, 20), settings)
+    inner = ingest_block(BlockSpec("Moonbirds", address, 10, 20), settings)
     assert (inner.tokens, inner.skipped, inner.http_requests, inner.rpc_round_trips) == (
         10,
         10,
@@ -207,7 +204,7 @@ def test_other_ranges_and_shard_sizes_extend_one_manifest(
     assert counts == Counter(range(MOONBIRDS))  # every token in exactly one manifest row
 
 
-def checkpointed_ids(store: ObjectStore, spec: ShardSpec) -> set[int]:
+def checkpointed_ids(store: ObjectStore, spec: BlockSpec) -> set[int]:
     ids: set[int] = set()
     for key in store.list_keys(parts_prefix(store, spec)):
         data = store.get(key)
@@ -230,9 +227,9 @@ def test_checkpoints_on_a_timer_behind_a_slow_token(services: Services, settings
             checkpoint_interval_s=0.2,
         )
         store = ObjectStore(settings)
-        spec = ShardSpec("SlowTail", address, 1, 7)
+        spec = BlockSpec("SlowTail", address, 1, 7)
         with ThreadPoolExecutor(1) as pool:
-            running = pool.submit(run_shard, spec, settings)
+            running = pool.submit(ingest_block, spec, settings)
             early: set[int] = set()
             deadline = time.monotonic() + WAIT_S
             while len(early) < len(fast):
@@ -260,7 +257,7 @@ def test_a_store_failure_stops_the_shard_at_once(
         settings = settings.replace(
             ipfs_gateways=(slow.url,), allow_hosts=(*settings.allow_hosts, slow.host_port)
         )
-        spec = ShardSpec("StoreDown", address, 1, 7)
+        spec = BlockSpec("StoreDown", address, 1, 7)
         put_blob = ObjectStore.put_blob
 
         def failing_svg(store: ObjectStore, data: bytes, mime: str) -> StoredBlob:
@@ -271,11 +268,11 @@ def test_a_store_failure_stops_the_shard_at_once(
         monkeypatch.setattr(ObjectStore, "put_blob", failing_svg)
         started = time.monotonic()
         with pytest.raises(ClientError, match="SlowDown"):
-            run_shard(spec, settings)
+            ingest_block(spec, settings)
         assert time.monotonic() - started < 1.5  # no metadata download was waited for
         monkeypatch.undo()
 
-        result = run_shard(spec, settings)
+        result = ingest_block(spec, settings)
     finally:
         slow.stop()
     assert (result.ok, result.skipped) == (6, 0)

@@ -1,4 +1,4 @@
-"""run_shard end to end against real services: anvil, the demo IPFS gateway, SeaweedFS S3.
+"""ingest_block end to end against real services: anvil, the demo IPFS gateway, SeaweedFS S3.
 
 A "Quirks" DemoOnChain collection holds one crafted tokenURI per URI form and per
 failure the pipeline knows; its shard runs once (module fixture) and each case is
@@ -25,18 +25,16 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from _servers import GatewayProxy, Origin
-from _stack import MOONBIRDS, MOONBIRDS_ARCHIVE, QUIRKS_IMAGE_CAP, Services, prefix_for
 from PIL import Image
 
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
-from tasks.ingest.blocks import ShardResult, ShardSpec, manifest_key, plan_shards, run_shard
+from tasks.ingest.blocks import BlockSpec, IngestResult, ingest_block, manifest_key, plan_blocks
 from tasks.ingest.ipfs.cid import CID
 from tasks.ingest.ipfs.importer import add_bytes
 from tasks.ingest.manifest import ManifestRow, from_parquet
-
-pytestmark = pytest.mark.services
+from tests.support.servers import GatewayProxy, Origin
+from tests.support.stack import MOONBIRDS, MOONBIRDS_ARCHIVE, QUIRKS_IMAGE_CAP, Services, prefix_for
 
 MAX_IMAGE_BYTES = QUIRKS_IMAGE_CAP
 AR_TXID = "bNbA3TEQVL60xlgCcqdz4ZPHFZ711cZ3hmkpGttDt_U"
@@ -79,7 +77,7 @@ def file_cid(data: bytes) -> str:
     return str(add_bytes(data)[0])
 
 
-def read_manifest(store: ObjectStore, spec: ShardSpec) -> dict[int, ManifestRow]:
+def read_manifest(store: ObjectStore, spec: BlockSpec) -> dict[int, ManifestRow]:
     data = store.get(manifest_key(store, spec))
     assert data is not None, f"no manifest for {spec.name}"
     rows = from_parquet(data)
@@ -138,8 +136,8 @@ class Quirks:
     gateway: GatewayProxy
     address: str
     cases: dict[int, Case]
-    spec: ShardSpec
-    result: ShardResult
+    spec: BlockSpec
+    result: IngestResult
     rows: dict[int, ManifestRow]
     origin_hits: Counter[str]  # hits on /q/ paths during the shard run
 
@@ -430,9 +428,9 @@ def quirks(services: Services, origin: Origin) -> Iterator[Quirks]:
             max_image_bytes=MAX_IMAGE_BYTES,
         )
         # One id past the last minted token: tokenURI reverts there.
-        spec = ShardSpec("Quirks", address, 1, len(cases) + 2)
+        spec = BlockSpec("Quirks", address, 1, len(cases) + 2)
         before = Counter({p: n for p, n in origin.hits.items() if p.startswith("/q/")})
-        result = run_shard(spec, settings)
+        result = ingest_block(spec, settings)
         hits = Counter({p: n for p, n in origin.hits.items() if p.startswith("/q/")}) - before
         store = ObjectStore(settings)
         rows = read_manifest(store, spec)
@@ -584,7 +582,7 @@ def test_quirks_blobs_are_content_addressed(quirks: Quirks) -> None:
 def test_quirks_rerun_fetches_nothing(quirks: Quirks) -> None:
     before = blob_listing(quirks.store)
     gateway_before = quirks.gateway.count()
-    again = run_shard(quirks.spec, quirks.settings)
+    again = ingest_block(quirks.spec, quirks.settings)
     assert (again.http_requests, again.rpc_round_trips, again.new_bytes) == (0, 0, 0)
     assert again.skipped == again.tokens == len(quirks.rows)
     assert (again.ok, again.failed) == (quirks.result.ok, quirks.result.failed)
@@ -597,7 +595,7 @@ def test_lying_gateway(quirks: Quirks, request: pytest.FixtureRequest) -> None:
     """A gateway serving tampered blocks costs a retry elsewhere, never bad data."""
     services = quirks.services
     ipfs_ids = [i for i, c in quirks.cases.items() if c.ipfs_requests][:5]
-    spec = ShardSpec("Quirks", quirks.address, ipfs_ids[0], ipfs_ids[-1] + 1)
+    spec = BlockSpec("Quirks", quirks.address, ipfs_ids[0], ipfs_ids[-1] + 1)
     liar = GatewayProxy(services.gateway, tamper=True).start()
     try:
         base = quirks.settings.replace(allow_hosts=(*quirks.settings.allow_hosts, liar.host_port))
@@ -605,7 +603,7 @@ def test_lying_gateway(quirks: Quirks, request: pytest.FixtureRequest) -> None:
             s3_prefix=prefix_for(request) + "liar-first/",
             ipfs_gateways=(liar.url, services.gateway),
         )
-        result = run_shard(spec, first)
+        result = ingest_block(spec, first)
         assert result.ok == len(ipfs_ids), result.failed
         assert liar.count() == 2 * len(ipfs_ids)  # asked first for metadata and image
         store = ObjectStore(first)
@@ -618,7 +616,7 @@ def test_lying_gateway(quirks: Quirks, request: pytest.FixtureRequest) -> None:
         alone = base.replace(
             s3_prefix=prefix_for(request) + "liar-alone/", ipfs_gateways=(liar.url,)
         )
-        result = run_shard(spec, alone)
+        result = ingest_block(spec, alone)
         assert result.failed == Counter({"cid_mismatch": len(ipfs_ids)})
         store = ObjectStore(alone)
         for row in read_manifest(store, spec).values():
@@ -661,9 +659,9 @@ def test_moonbirds_in_three_steps_then_rerun(services: Services, settings: Setti
             ipfs_gateways=(proxy.url,), allow_hosts=(*settings.allow_hosts, proxy.host_port)
         )
         store = ObjectStore(settings)
-        specs = plan_shards("Moonbirds", services.moonbirds_address, range(MOONBIRDS), 100)
+        specs = plan_blocks("Moonbirds", services.moonbirds_address, range(MOONBIRDS), 100)
         assert [(s.first, s.end, s.step) for s in specs] == [(0, MOONBIRDS, 100)]  # one block
-        results = [run_shard(spec, settings) for spec in specs]
+        results = [ingest_block(spec, settings) for spec in specs]
         for r in results:
             assert (r.tokens, r.ok, r.failed, r.skipped) == (MOONBIRDS, MOONBIRDS, Counter(), 0)
             assert (r.http_requests, r.rpc_round_trips) == (2 * MOONBIRDS, 3)  # 3 steps of 100
@@ -702,7 +700,7 @@ def test_moonbirds_in_three_steps_then_rerun(services: Services, settings: Setti
 
         blobs_before = blob_listing(store)
         manifest_bytes = {k: store.get(k) for k in manifests}
-        again = [run_shard(spec, settings) for spec in specs]
+        again = [ingest_block(spec, settings) for spec in specs]
         for r in again:
             assert (r.http_requests, r.rpc_round_trips, r.new_bytes) == (0, 0, 0)
             assert (r.tokens, r.ok, r.skipped) == (MOONBIRDS, MOONBIRDS, MOONBIRDS)
@@ -715,8 +713,8 @@ def test_moonbirds_in_three_steps_then_rerun(services: Services, settings: Setti
 
 def test_loot_on_chain_svgs(services: Services, settings: Settings) -> None:
     store = ObjectStore(settings)
-    spec = ShardSpec("Loot", services.loot_address, 1, len(services.loot_uris) + 1)
-    result = run_shard(spec, settings)
+    spec = BlockSpec("Loot", services.loot_address, 1, len(services.loot_uris) + 1)
+    result = ingest_block(spec, settings)
     assert (result.tokens, result.ok, result.failed) == (len(services.loot_uris), 50, Counter())
     assert (result.http_requests, result.rpc_round_trips) == (0, 1)
     rows = read_manifest(store, spec)
@@ -734,7 +732,7 @@ def test_loot_on_chain_svgs(services: Services, settings: Settings) -> None:
         assert store.get(row.image_key or "") == svg
         assert row.metadata_sha256 == sha(meta)
         assert store.get(row.metadata_key or "") == meta
-    again = run_shard(spec, settings)
+    again = ingest_block(spec, settings)
     assert (again.http_requests, again.rpc_round_trips, again.skipped) == (0, 0, 50)
 
 
@@ -751,10 +749,10 @@ def test_retryable_failure_is_retried_by_the_next_run(
     origin.serve(base + "flaky.json", b"busy", "text/plain", status=503)
     good = "data:application/json;base64," + b64(jbytes({"name": "ok", "image_data": SVG_LOOT}))
     address = services.deploy_on_chain("Flaky", [good, origin.url + base + "flaky.json"])
-    spec = ShardSpec("Flaky", address, 1, 3)
+    spec = BlockSpec("Flaky", address, 1, 3)
     store = ObjectStore(settings)
 
-    first = run_shard(spec, settings)
+    first = ingest_block(spec, settings)
     assert (first.ok, first.failed) == (1, Counter(http_status_retryable=1))
     assert origin.hits_for(base + "flaky.json") == 1 + settings.max_retries
     row = read_manifest(store, spec)[2]
@@ -766,7 +764,7 @@ def test_retryable_failure_is_retried_by_the_next_run(
     )
 
     origin.serve(base + "flaky.json", meta, "application/json")
-    second = run_shard(spec, settings)
+    second = ingest_block(spec, settings)
     assert (second.ok, second.skipped, second.failed) == (2, 1, Counter())
     assert (second.http_requests, second.rpc_round_trips) == (1, 1)  # only the failed token
     row = read_manifest(store, spec)[2]
@@ -786,8 +784,8 @@ def test_token_ids_beyond_64_bits(
         origin.serve(f"{base}{token_id:064x}.json", jbytes(doc), "application/json")
     uri = origin.url + base + "{id}.json"
     address = services.deploy_on_chain("Big", [uri, uri], first_id=first)
-    spec = ShardSpec("Big", address, first, first + 2)
-    result = run_shard(spec, settings)
+    spec = BlockSpec("Big", address, first, first + 2)
+    result = ingest_block(spec, settings)
     assert (result.ok, result.failed) == (2, Counter())
     rows = read_manifest(ObjectStore(settings), spec)
     assert sorted(rows) == [first, first + 1]
@@ -804,8 +802,8 @@ def test_inline_svg_with_doctype_or_comment(services: Services, settings: Settin
     ]
     uris = ["data:application/json," + quote(json.dumps({"image_data": s})) for s in svgs]
     address = services.deploy_on_chain("InlineSvg", uris)
-    spec = ShardSpec("InlineSvg", address, 1, 1 + len(uris))
-    run_shard(spec, settings)
+    spec = BlockSpec("InlineSvg", address, 1, 1 + len(uris))
+    ingest_block(spec, settings)
     rows = read_manifest(ObjectStore(settings), spec)
     for token_id, svg in enumerate(svgs, 1):
         row = rows[token_id]
@@ -816,11 +814,11 @@ def test_inline_svg_with_doctype_or_comment(services: Services, settings: Settin
 def test_non_utf8_token_uri_fails_for_good(services: Services, settings: Settings) -> None:
     good = "data:application/json," + quote(json.dumps({"image_data": SVG_INLINE}))
     address = services.deploy_on_chain("Latin1", [b"ipfs://caf\xe9/1.json", good])
-    spec = ShardSpec("Latin1", address, 1, 3)
-    first = run_shard(spec, settings)
+    spec = BlockSpec("Latin1", address, 1, 3)
+    first = ingest_block(spec, settings)
     assert first.ok == 1
     row = read_manifest(ObjectStore(settings), spec)[1]
     assert row.status == "failed"
     assert (row.error_kind, row.retryable) == ("bad_uri", False), (row.error_kind, row.error)
-    again = run_shard(spec, settings)
+    again = ingest_block(spec, settings)
     assert (again.rpc_round_trips, again.skipped) == (0, 2)

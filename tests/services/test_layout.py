@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from _stack import Services, data_uri_bytes, noise_png, read_moonbirds
 from PIL import Image
 
 from tasks.core.content import inspect_image
@@ -30,18 +29,14 @@ from tasks.export.layout_export import (
     write_dashboard,
 )
 from tasks.export.layout_import import (
-    ImportNote,
     ImportResult,
-    LayoutFile,
     import_batch,
-    parse_layout_path,
     plan_import,
 )
-from tasks.ingest.blocks import ShardSpec, manifest_key
+from tasks.ingest.blocks import BlockSpec, manifest_key
 from tasks.ingest.manifest import ManifestRow, from_parquet
 from tasks.ingest.registry import BUILTIN_REGISTRY
-
-pytestmark = pytest.mark.services
+from tests.support.stack import Services, data_uri_bytes, noise_png, read_moonbirds
 
 MOONBIRDS = "0x23581767a106ae21c074b2276d25e5c3e136a68b"  # in NFT1000's collections.json
 LOOT = "0xff9c1b15b16263c61d017ee9f65c50e4ae0113d7"
@@ -216,7 +211,7 @@ def test_export_records_missing_blobs_and_unsafe_names(
 
 
 def _manifest(store: ObjectStore, contract: str, block: int) -> dict[str, ManifestRow]:
-    data = store.get(manifest_key(store, ShardSpec("-", contract, block, block + 1000)))
+    data = store.get(manifest_key(store, BlockSpec("-", contract, block, block + 1000)))
     assert data is not None
     return {r.token_id: r for r in from_parquet(data)}
 
@@ -326,60 +321,6 @@ def test_import_of_an_export_gives_the_stored_rows(
     again = _run(str(root), settings, [BUILTIN_REGISTRY])
     assert [(r.new_blobs, r.manifest_written) for r in again] == [(0, False)] * 3
     assert _s3_stamps(store, settings.s3_prefix) == stamps
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        "../x",
-        "Moonbirds/images/../x",
-        "Moonbirds/./images/Moonbirds_1.png",
-        "/Moonbirds/images/Moonbirds_1.png",
-        "Moonbirds//images/Moonbirds_1.png",
-        "Moonbirds/images/Moonbirds_1.png/",
-        "Moonbirds\\images\\Moonbirds_1.png",
-        "Moonbirds/images/Moonbirds_1\n.png",
-        "Moonbirds/images/Moonbirds_1.png\x00",
-    ],
-)
-def test_paths_that_could_climb_or_confuse_are_unsafe(path: str) -> None:
-    note = parse_layout_path(path)
-    assert isinstance(note, ImportNote)
-    assert note.reason == "unsafe_name"
-    assert note.path.isprintable()
-
-
-@pytest.mark.parametrize(
-    ("path", "expected"),
-    [
-        ("Moonbirds/images/Moonbirds_12.png", LayoutFile("Moonbirds", "images", 12)),
-        ("Moonbirds/images/Moonbirds_12.PNG", LayoutFile("Moonbirds", "images", 12)),
-        ("Moon_birds/metadata/Moon_birds_0.json", LayoutFile("Moon_birds", "metadata", 0)),
-        ("A b/captions/A b_7.txt", LayoutFile("A b", "captions", 7)),
-        ("X/metadata_dashboard.json", LayoutFile("X", "dashboard", None)),
-        (f"X/prompts/X_{2**256 - 1}.txt", LayoutFile("X", "prompts", 2**256 - 1)),
-        (f"X/prompts/X_{2**256}.txt", None),
-        ("X/images/X_.png", None),
-        ("X/images/X_abc.png", None),
-        ("X/images/X_007.png", None),
-        ("X/images/X_-1.png", None),
-        ("X/images/X_1.5.png", None),
-        ("X/images/Y_1.png", None),
-        ("X/images/X_1.json", None),
-        ("X/metadata/X_1.png", None),
-        ("X/other/X_1.png", None),
-        ("X/X_1.json", None),
-        ("X/images/deep/X_1.png", None),
-        ("README.md", None),
-    ],
-)
-def test_layout_paths(path: str, expected: LayoutFile | None) -> None:
-    found = parse_layout_path(path)
-    if expected is None:
-        assert isinstance(found, ImportNote)
-        assert (found.path, found.reason) == (path, "unexpected_file")
-    else:
-        assert found == expected
 
 
 def test_import_from_s3(

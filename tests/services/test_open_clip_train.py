@@ -17,14 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from test_webdataset import export, moonbird_items
-
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
 from tasks.train.model_configs import TINY
-
-pytestmark = pytest.mark.services
+from tests.services.test_webdataset import export, moonbird_items
 
 TINY_CLIP = TINY
 TRAIN, VALIDATION, PER_SHARD, BATCH = 240, 48, 120, 24

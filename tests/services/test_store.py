@@ -8,13 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import pytest
 
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
 from tasks.ingest.manifest import COLUMNS, ManifestRow, from_parquet, to_parquet
-
-pytestmark = pytest.mark.services
 
 MANY = 1_100  # more than one list_objects_v2 page (1,000) and one delete_objects call
 

@@ -10,7 +10,11 @@ image columns change, since the export rasterised its SVGs to PNG.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,6 @@ import duckdb
 import numpy as np
 import pytest
 import torch
-from _stack import Services, data_uri_bytes, read_moonbirds
 
 from infra import sql_shell
 from tasks.core import paths
@@ -28,18 +31,18 @@ from tasks.core.folders import open_folder
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
 from tasks.evaluate.cvi import Top1, cvi_results
-from tasks.evaluate.embedding_files import to_parquet as to_embeddings
+from tasks.evaluate.embedding_files import embeddings_to_parquet as to_embeddings
 from tasks.evaluate.retrieval import result_rows, summarise, upsert_results
 from tasks.export.items import ExportItem, export_items
 from tasks.export.layout_export import export_batch, token_paths, write_dashboard
 from tasks.export.layout_import import import_batch, plan_import
-from tasks.ingest.blocks import BLOCK, ShardSpec, manifest_key
-from tasks.ingest.manifest import ManifestRow, to_parquet
+from tasks.ingest.blocks import BLOCK, BlockSpec, manifest_key
+from tasks.ingest.manifest import ManifestRow, manifest_keys, to_parquet
 from tasks.tables.build import build_tables
 from tasks.tables.splits import Partitioning, load_split_rules
-from tasks.tables.tokens import BlockResult, build_block, manifest_keys, tokens_key
-
-pytestmark = pytest.mark.services
+from tasks.tables.tokens import BlockResult, build_block, tokens_key
+from tests.support import REPO
+from tests.support.stack import Services, data_uri_bytes, read_moonbirds
 
 MOONBIRDS = "0x23581767a106ae21c074b2276d25e5c3e136a68b"  # in NFT1000's collections.json
 LOOT = "0xff9c1b15b16263c61d017ee9f65c50e4ae0113d7"
@@ -90,7 +93,7 @@ def store_manifest(store: ObjectStore, collection: str, contract: str, tokens: T
                 width=info.width, height=info.height,
             )
         )  # fmt: skip
-    key = manifest_key(store, ShardSpec(collection, contract, 0, BLOCK))
+    key = manifest_key(store, BlockSpec(collection, contract, 0, BLOCK))
     store.put(key, to_parquet(rows))
     return key
 
@@ -235,8 +238,9 @@ def test_build_block_skips_unchanged_manifests(settings: Settings, moonbirds: To
 
 
 def readme_queries() -> list[str]:
-    """The example queries of the README's tables section, as users copy them."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    """The example queries of the tables and CVI pages (the README's two are among them),
+    as users copy them."""
+    text = "\n".join((REPO / "docs" / name).read_text() for name in ("tables.md", "cvi.md"))
     return [q.replace("\n", " ") for q in re.findall(r'nft1000 sql "(.*?)"', text, re.DOTALL)]
 
 
@@ -302,3 +306,52 @@ def test_nft1000_sql_runs_the_readme_queries(
     assert sql_shell.run(settings, cvi_query) == 0
     printed = capsys.readouterr().out
     assert "Moonbirds" in printed and "0.75" in printed
+
+
+def test_a_wheel_installed_outside_the_checkout_runs_nft1000_sql(
+    settings: Settings, moonbirds: Tokens, partitioning: Partitioning, tmp_path: Path
+) -> None:
+    """The SQL ships inside the wheel and is found through the installed package, not
+    through a path beside the source tree: a wheel in a venv of its own, run from a folder
+    that is not the checkout, answers a query over the tables."""
+    store_manifest(ObjectStore(settings), "Moonbirds", MOONBIRDS, moonbirds)
+    build_all(settings, partitioning)
+    wheels = tmp_path / "wheels"
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*build, "-w", str(wheels), str(REPO)], check=True, cwd=tmp_path)
+    (wheel,) = wheels.glob("nft1000-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    # The dependencies (torch, duckdb...) come from this venv's site-packages, listed after
+    # the new venv's own; this venv's editable nft1000 is not activated there.
+    (Path(site) / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q"]
+    subprocess.run([*install, "--no-deps", str(wheel)], check=True)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NFT1000_", "PYTHON"))} | {
+        "NFT1000_S3_ENDPOINT_URL": str(settings.s3_endpoint_url),
+        "NFT1000_S3_BUCKET": settings.s3_bucket,
+        "NFT1000_S3_PREFIX": settings.s3_prefix,
+    }
+    query = "SELECT count(*) AS tokens FROM tokens"
+    where = "import sql, tasks; print(sql.__file__); print(tasks.__file__)"
+    located = subprocess.run(
+        [python, "-c", where], cwd=outside, env=env, check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert all(path.startswith(site) for path in located)
+    ran = subprocess.run(
+        [venv / "bin" / "nft1000", "sql", query],
+        cwd=outside, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    with connect(settings) as con:
+        tokens = f"{paths.tables_root(settings)}/tokens/*/*.parquet"
+        (row,) = _query(con, "SELECT count(*) AS n FROM read_parquet(?)", tokens)
+    assert row["n"] > 0
+    assert re.search(rf"│\s*{row['n']}\s*│", ran.stdout), ran.stdout

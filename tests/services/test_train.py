@@ -9,21 +9,20 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from _train_data import MOONBIRDS, moonbird_items, write_split
 from PIL import Image
 
 from tasks.core.folders import open_folder
+from tasks.core.paths import CHECKPOINT, DONE, MODEL
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
 from tasks.train.batches import ShardBatches
-from tasks.train.loop import CHECKPOINT, DONE, MODEL, TrainConfig, train
-from tasks.train.mask_draw import FILL, caption
+from tasks.train.loop import TrainConfig, train
 from tasks.train.masks import Key, Mask
+from tasks.train.masks.draw import FILL, caption
 from tasks.train.model import load_clip
 from tasks.train.model_configs import TINY_ARCHITECTURE, training_defaults
 from tasks.train.shards import ShardSet, open_shards, read_shard
-
-pytestmark = pytest.mark.services
+from tests.support.train_data import MOONBIRDS, moonbird_items, write_split
 
 TRAIN = 40
 

@@ -7,17 +7,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pytest
-from _train_data import MOONBIRDS, moonbird_items
 
 from infra.stack import MOONBIRDS_LAYERS
 from tasks.core.folders import open_folder
+from tasks.core.paths import mask_report
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
-from tasks.train.mask_store import build_masks, load_masks, report_path
-from tasks.train.masks import official_masks
-
-pytestmark = pytest.mark.services
+from tasks.train.masks.official import official_masks
+from tasks.train.masks.store import build_masks, load_masks
+from tests.support.train_data import MOONBIRDS, moonbird_items
 
 LAYERS = MOONBIRDS_LAYERS
 TOKENS = 1500
@@ -40,7 +38,7 @@ def test_official_masks_are_stored_with_how_well_derived_ones_match(
     assert list(stored) == [MOONBIRDS[1]]
     assert stored[MOONBIRDS[1]].keys() == official.keys()
     assert all(np.array_equal(stored[MOONBIRDS[1]][k], m) for k, m in official.items())
-    assert json.loads(folder.get(report_path(MOONBIRDS[1])))["source"] == "official"
+    assert json.loads(folder.get(mask_report(MOONBIRDS[1])))["source"] == "official"
 
 
 def test_without_layers_the_masks_are_derived_and_say_which_values_have_none(
@@ -65,5 +63,5 @@ def test_a_collection_without_visual_traits_gets_a_report_and_no_masks(
     folder = open_folder(str(tmp_path / "masks"), settings)
     report = build_masks(items, store, folder)
     assert (report.source, report.values, report.tokens) == ("none", 0, 0)
-    assert folder.exists(report_path(MOONBIRDS[1]))
+    assert folder.exists(mask_report(MOONBIRDS[1]))
     assert load_masks(folder, [MOONBIRDS[1]]) == {}

@@ -15,7 +15,6 @@ from pathlib import Path
 import duckdb
 import pytest
 import webdataset as wds
-from _stack import LOOT_ARCHIVE, MOONBIRDS_ARCHIVE
 from PIL import Image
 
 from infra.demo_chain import read_loot_uris
@@ -36,6 +35,7 @@ from tasks.export.webdataset import (
     write_shard,
 )
 from tasks.ingest.uris import DataLocation, resolve_uri
+from tests.support.stack import LOOT_ARCHIVE, MOONBIRDS_ARCHIVE
 
 MOONBIRDS = ("Moonbirds", "0x23581767a106ae21c074b2276d25e5c3e136a68b")
 LOOT = ("Loot (for Adventurers)", "0xff9c1b15b16263c61d017ee9f65c50e4ae0113d7")
@@ -194,7 +194,6 @@ def test_order_key_is_what_duckdb_sha256_gives() -> None:
     assert found == order_key(SEED, LOOT[1], "7")
 
 
-@pytest.mark.services
 def test_export_shards_locally(items: list[ExportItem], settings: Settings, tmp_path: Path) -> None:
     out = tmp_path / "wds"
     results, index = export(items, str(out), settings)
@@ -284,7 +283,6 @@ def test_export_shards_locally(items: list[ExportItem], settings: Settings, tmp_
         assert s["json"]["key"] == s["__key__"]
 
 
-@pytest.mark.services
 def test_rerun_gives_identical_bytes_and_resume_skips(
     items: list[ExportItem], settings: Settings, tmp_path: Path
 ) -> None:
@@ -317,7 +315,6 @@ def test_rerun_gives_identical_bytes_and_resume_skips(
     assert {s["jpg"].size for s in samples} == {(64, 64)}
 
 
-@pytest.mark.services
 def test_export_to_s3_matches_local(
     items: list[ExportItem], settings: Settings, tmp_path: Path
 ) -> None:

@@ -19,7 +19,9 @@ import open_clip
 import pytest
 
 from bench.pandas_captions import build_captions, read_tokens, run
-from bench.synthetic import (
+from tasks.core.sql import run_sql
+from tasks.tables.traits import NO_TRAIT_TYPE, normalise_traits
+from tests.data.synthetic import (
     LAYERS_ARCHIVE,
     NONE_LIKE,
     SyntheticCollection,
@@ -28,8 +30,6 @@ from bench.synthetic import (
     load_layers,
     write_tokens,
 )
-from tasks.core.sql import run_sql
-from tasks.tables.traits import NO_TRAIT_TYPE, normalise_traits
 
 N_TOKENS = 10_000
 Generated = list[tuple[SyntheticCollection, list[tuple[int, dict[str, Any]]]]]

@@ -12,7 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from bench.masks import (
+from infra.stack import MOONBIRDS_LAYERS
+from tasks.export.images import PNG_MIME, decode
+from tasks.train.masks import Key, Mask, iou
+from tasks.train.masks.derived import DerivedMasks, MaskBuilder
+from tasks.train.masks.official import LayerArt, moonbirds_art, official_masks
+from tests.data.known_masks import (
     MOONBIRDS_SIZE,
     Composed,
     compose_hashlips,
@@ -20,19 +25,7 @@ from bench.masks import (
     moonbirds_tokens,
     visible_official,
 )
-from bench.synthetic import LAYERS_ARCHIVE
-from infra.stack import MOONBIRDS_LAYERS
-from tasks.export.images import PNG_MIME, decode
-from tasks.train.masks import (
-    DerivedMasks,
-    Key,
-    LayerArt,
-    Mask,
-    MaskBuilder,
-    iou,
-    moonbirds_art,
-    official_masks,
-)
+from tests.data.synthetic import LAYERS_ARCHIVE
 
 TAU = 0.2  # MaskBuilder.masks' default: the share of its tokens a value must differ in
 HASHLIPS_TOKENS = 400
@@ -40,7 +33,8 @@ HASHLIPS_SIZE = 64
 ENOUGH_TOKENS = 20  # HashLips values with fewer tokens are not held to the thresholds
 # Legendary 1/1 backgrounds are gradients, not one colour.
 GRADIENT_BACKGROUNDS = {"Cosmic Purple", "Enlightened Purple", "Glitch Red", "Jade Green"}
-MOONBIRDS_MEASURED = 0.88  # python -m bench.masks: derived vs official, mean over 116 values
+# python -m bench.experiments.masks: derived vs official, mean over 116 values
+MOONBIRDS_MEASURED = 0.88
 
 
 @dataclass(frozen=True)

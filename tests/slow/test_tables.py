@@ -30,7 +30,7 @@ from tasks.ingest.manifest import ManifestRow
 from tasks.tables.build import TablesResult, build_tables
 from tasks.tables.splits import Partitioning, load_split_rules, split_for
 from tasks.tables.tokens import TokenRecord, token_record, write_parquet
-from tasks.train import mask_draw as masking
+from tasks.train.masks import draw as masking
 
 MOONBIRDS = "0x23581767a106ae21c074b2276d25e5c3e136a68b"
 LOOT = "0xff9c1b15b16263c61d017ee9f65c50e4ae0113d7"

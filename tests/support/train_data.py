@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from _stack import read_moonbirds
-
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
 from tasks.export.items import ExportItem, safe_names
 from tasks.export.webdataset import ShardOptions, plan_shards, write_index, write_shard
-from tasks.train.mask_draw import caption
+from tasks.train.masks.draw import caption
+from tests.support.stack import read_moonbirds
 
 MOONBIRDS = ("Moonbirds", "0x23581767a106ae21c074b2276d25e5c3e136a68b")
 FOLDER = safe_names([MOONBIRDS])[MOONBIRDS]

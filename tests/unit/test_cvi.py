@@ -8,9 +8,16 @@ import duckdb
 import numpy as np
 import pytest
 
-from tasks.evaluate.cvi import CviRow, Top1, compute_cvi, correlations, cvi_results, spearman
-from tasks.evaluate.embedding_files import to_parquet
-from tasks.evaluate.retrieval import within_top1
+from tasks.evaluate.cvi import (
+    CviRow,
+    Top1,
+    compute_cvi,
+    correlations,
+    cvi_results,
+    spearman,
+    within_top1,
+)
+from tasks.evaluate.embedding_files import embeddings_to_parquet
 
 SIZES = {"Apes": 300, "Birds": 41, "Cats": 2, "Dots": 1}
 
@@ -47,7 +54,7 @@ def test_cvi_sql_equals_numpy_on_random_vectors(tmp_path: Path, dim: int) -> Non
     for i, path in enumerate(paths):
         part = rows[i::2]
         Path(path).write_bytes(
-            to_parquet(
+            embeddings_to_parquet(
                 [(r[0], r[1], str(n), r[2]) for n, r in enumerate(part)],
                 np.array([r[3] for r in part]),
                 np.array([r[4] for r in part]),
@@ -129,7 +136,9 @@ def test_cvi_results_set_each_row_beside_its_own_top1(tmp_path: Path) -> None:
         (name, f"0x{name}", str(i), ("train", "test")[i % 2]) for name in "AB" for i in range(4)
     ]
     path = tmp_path / "e.parquet"
-    path.write_bytes(to_parquet(tokens, rng.normal(size=(8, 16)), rng.normal(size=(8, 16))))
+    path.write_bytes(
+        embeddings_to_parquet(tokens, rng.normal(size=(8, 16)), rng.normal(size=(8, 16)))
+    )
     top1 = [Top1("A", "0xA", None, 4, 0.25), Top1("A", "0xA", "test", 2, 0.5)]
     top1 += [Top1("B", "0xB", "train", 2, 1.0)]
     rows = cvi_results(duckdb.connect(), str(path), top1, model="m", data="d")

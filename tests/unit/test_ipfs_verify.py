@@ -6,25 +6,13 @@ import random
 
 import pytest
 
-from tasks.core.errors import ItemError
 from tasks.ingest.ipfs import dagpb
 from tasks.ingest.ipfs.car import read_car, write_car
 from tasks.ingest.ipfs.cid import CID, DAG_PB, IDENTITY, RAW
 from tasks.ingest.ipfs.dagpb import PBLink, UnixFSData
 from tasks.ingest.ipfs.importer import CHUNK_SIZE, MAX_LINKS, Tree, add_bytes, add_directory
 from tasks.ingest.ipfs.verify import file_from_car
-
-LIMIT = 64 * 1024 * 1024
-
-
-def car_of(root: CID, blocks: dict[CID, bytes]) -> bytes:
-    return write_car([root], blocks.items())
-
-
-def kind_of(car: bytes, root: CID, path: str = "", max_bytes: int = LIMIT) -> str:
-    with pytest.raises(ItemError) as info:
-        file_from_car(car, root, path, max_bytes)
-    return info.value.kind
+from tests.support.ipfs import LIMIT, car_of, kind_of
 
 
 def pb_block(links: list[PBLink], fs: UnixFSData) -> tuple[CID, bytes]:
@@ -69,29 +57,6 @@ def test_paths_through_plain_directories(cid_version: int) -> None:
     assert kind_of(car, root, "images/1.png") == "bad_car"  # no such entry
     assert kind_of(car, root, "0.json/x") == "bad_car"  # a file is not a directory
     assert kind_of(car, root, "images") == "bad_car"  # a directory is not a file
-
-
-@pytest.mark.parametrize("cid_version", [0, 1])
-def test_paths_through_a_hamt(cid_version: int) -> None:
-    tree = {f"{i}.png": f"bird {i}".encode() for i in range(10_000)}
-    root, blocks = add_directory({"images": tree}, cid_version)
-    car = car_of(root, blocks)
-    for i in (0, 4321, 9999):
-        assert file_from_car(car, root, f"images/{i}.png", LIMIT)[1] == f"bird {i}".encode()
-    assert kind_of(car, root, "images/10000.png") == "bad_car"
-
-
-def test_only_the_blocks_on_the_path_are_needed() -> None:
-    tree = {f"{i}.png": f"bird {i}".encode() for i in range(10_000)}
-    root, blocks = add_directory(tree)
-    wanted, _ = add_bytes(b"bird 77")
-    shards = {
-        c: b
-        for c, b in blocks.items()
-        if dagpb.decode_unixfs(dagpb.decode_node(b).data or b"").type == dagpb.TYPE_HAMT_SHARD
-    }
-    partial = {c: b for c, b in blocks.items() if c in shards or c == wanted}
-    assert file_from_car(car_of(root, partial), root, "77.png", 100)[1] == b"bird 77"
 
 
 def test_tampered_block_is_a_cid_mismatch() -> None:

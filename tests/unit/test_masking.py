@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.train.mask_draw import FILL, apply_mask, caption, draw, draw_seed, union_mask
-from tasks.train.mask_store import decode_masks, encode_masks
 from tasks.train.masks import Key, Mask
+from tasks.train.masks.draw import FILL, apply_mask, caption, draw, draw_seed, union_mask
+from tasks.train.masks.store import decode_masks, encode_masks
 
 TRAITS: list[Key] = [("Background", "Blue"), ("Eyes", "Angry"), ("Hat", "Cap"), ("", "Glow")]
 

@@ -9,7 +9,7 @@ import pytest
 
 from infra.cli import main
 from tasks.core.settings import Settings, load_settings
-from tasks.ingest.blocks import BLOCK, ShardSpec, plan_shards
+from tasks.ingest.blocks import BLOCK, BlockSpec, plan_blocks
 from tasks.ingest.chain import CollectionFacts
 from tasks.ingest.registry import (
     CollectionTarget,
@@ -111,22 +111,22 @@ def test_collections_command_searches_every_registry(
 
 
 def test_shards_are_aligned_blocks_clipped_to_the_ids() -> None:
-    shards = plan_shards("Loot", "0xc", range(1, 1001), 1000)
-    assert shards == [ShardSpec("Loot", "0xc", 1, 1000), ShardSpec("Loot", "0xc", 1000, 1001)]
+    shards = plan_blocks("Loot", "0xc", range(1, 1001), 1000)
+    assert shards == [BlockSpec("Loot", "0xc", 1, 1000), BlockSpec("Loot", "0xc", 1000, 1001)]
     assert [s.name for s in shards] == ["shard-0-999", "shard-1000-1999"]
-    assert plan_shards("C", "0xc", range(2500, 2600), 1000) == [ShardSpec("C", "0xc", 2500, 2600)]
-    assert plan_shards("C", "0xc", range(0), 1000) == []
-    assert plan_shards("C", "0xc", range(7, 7), 1000) == []
+    assert plan_blocks("C", "0xc", range(2500, 2600), 1000) == [BlockSpec("C", "0xc", 2500, 2600)]
+    assert plan_blocks("C", "0xc", range(0), 1000) == []
+    assert plan_blocks("C", "0xc", range(7, 7), 1000) == []
 
 
 def test_shard_size_sets_the_step_never_the_blocks() -> None:
-    small = plan_shards("C", "0xc", range(0, 2500), 250)
+    small = plan_blocks("C", "0xc", range(0, 2500), 250)
     assert [(s.first, s.end, s.step) for s in small] == [
         (0, 1000, 250),
         (1000, 2000, 250),
         (2000, 2500, 250),
     ]
-    large = plan_shards("C", "0xc", range(0, 2500), 5000)
+    large = plan_blocks("C", "0xc", range(0, 2500), 5000)
     assert [(s.first, s.end, s.step) for s in large] == [
         (0, 1000, BLOCK),
         (1000, 2000, BLOCK),
@@ -144,7 +144,7 @@ def test_every_plan_puts_an_id_in_the_same_manifest_once() -> None:
         (range(1, 1001), 3000),
     ]
     for ids, size in plans:
-        shards = plan_shards("C", "0xc", ids, size)
+        shards = plan_blocks("C", "0xc", ids, size)
         names = [s.name for s in shards]
         assert len(names) == len(set(names)), "two tasks of one run write one manifest"
         covered = [i for s in shards for i in range(s.first, s.end)]
@@ -156,19 +156,19 @@ def test_every_plan_puts_an_id_in_the_same_manifest_once() -> None:
 
 def test_a_spec_stays_inside_one_block() -> None:
     with pytest.raises(ValueError, match="one block"):
-        ShardSpec("C", "0xc", 999, 1001)
+        BlockSpec("C", "0xc", 999, 1001)
     with pytest.raises(ValueError, match="one block"):
-        ShardSpec("C", "0xc", 5, 5)
+        BlockSpec("C", "0xc", 5, 5)
     with pytest.raises(ValueError, match="step"):
-        ShardSpec("C", "0xc", 0, 10, 0)
+        BlockSpec("C", "0xc", 0, 10, 0)
 
 
 def test_a_contract_claiming_a_huge_supply_needs_an_explicit_range() -> None:
     with pytest.raises(ValueError, match="explicit range"):
-        plan_shards("C", "0xc", range(0, 2**256 - 1), 1000, max_tokens=1_000_000)
+        plan_blocks("C", "0xc", range(0, 2**256 - 1), 1000, max_tokens=1_000_000)
     with pytest.raises(ValueError, match="explicit range"):
-        plan_shards("C", "0xc", range(2**64, 2**64 + 1_000_001), 1000, max_tokens=1_000_000)
-    top = plan_shards("C", "0xc", range(2**256 - 3, 2**256), 1000, max_tokens=1_000_000)
+        plan_blocks("C", "0xc", range(2**64, 2**64 + 1_000_001), 1000, max_tokens=1_000_000)
+    top = plan_blocks("C", "0xc", range(2**256 - 3, 2**256), 1000, max_tokens=1_000_000)
     assert [(s.first, s.end) for s in top] == [(2**256 - 3, 2**256)]
     assert top[0].block == 2**256 - 2**256 % 1000
 

@@ -1,16 +1,12 @@
-"""Top-K retrieval accuracy (tasks.evaluate.retrieval): hand-checked ranks, ties, blocked against
-dense, within against pooled, float16 inputs, the DuckDB results table, bad inputs.
+"""Top-K retrieval accuracy (tasks.evaluate.retrieval): hand-checked ranks, ties, within
+against pooled, float16 inputs, the DuckDB results table, bad inputs.
 
-Exactness checks use random sign vectors of dimension 64: normalised, every entry is
-+-1/8, so every score is an exact multiple of 1/64 in float32 whatever the order of
-the sums. Blocked and dense then see the very same numbers, ties included (many).
+Exactness checks use tests.support.retrieval's random sign vectors, whose scores are exact
+in float32. Blocked against dense at every block shape is slow/test_retrieval_blocks.py.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -34,51 +30,7 @@ from tasks.evaluate.retrieval import (
     within_collection_ranks,
     write_results,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
-BLOCKS = [(1, 1), (1, 7), (16, 50), (64, 203), (203, 203), (500, 1000), (13, 2)]
-
-
-def dense_reference(images: torch.Tensor, texts: torch.Tensor, tol: float) -> torch.Tensor:
-    """The rule written plainly: 1 + other candidates scoring above positive + tol."""
-    image_rows = torch.nn.functional.normalize(images.double(), dim=1)
-    text_rows = torch.nn.functional.normalize(texts.double(), dim=1)
-    scores = text_rows @ image_rows.T
-    beats = scores > scores.diagonal().unsqueeze(1) + tol
-    beats.fill_diagonal_(False)
-    return beats.sum(dim=1) + 1
-
-
-def dense_within_reference(
-    images: torch.Tensor, texts: torch.Tensor, labels: list[str], tol: float
-) -> torch.Tensor:
-    ranks = torch.zeros(len(labels), dtype=torch.int64)
-    for name in set(labels):
-        rows = torch.tensor([i for i, label in enumerate(labels) if label == name])
-        ranks[rows] = dense_reference(images[rows], texts[rows], tol)
-    return ranks
-
-
-def sign_pairs(pairs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Texts of random signs; images the same with 35% of the signs flipped.
-
-    Positives then score 0.3 on average against others' 0 +- 0.125: ranks spread
-    from 1 to dozens, and hundreds of candidates tie with a positive exactly.
-    """
-    g = torch.Generator().manual_seed(seed)
-    texts = torch.randint(0, 2, (pairs, 64), generator=g).float() * 2 - 1
-    flips = torch.where(torch.rand(pairs, 64, generator=g) < 0.35, -1.0, 1.0)
-    return texts * flips, texts
-
-
-def uneven_labels(pairs: int, seed: int) -> list[str]:
-    """Shuffled labels of uneven collections, one of a single pair."""
-    rng = np.random.default_rng(seed)
-    labels = ["solo"] + [
-        f"c{int(x)}" for x in rng.choice(5, pairs - 1, p=[0.4, 0.3, 0.15, 0.1, 0.05])
-    ]
-    return [labels[i] for i in rng.permutation(pairs)]
+from tests.support.retrieval import dense_reference, sign_pairs, uneven_labels
 
 
 def test_four_pairs_checked_by_hand() -> None:
@@ -120,49 +72,8 @@ def test_candidates_within_tie_tol_of_the_positive_tie() -> None:
     assert TIE_TOL < 0.015
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize(("query_block", "candidate_block"), BLOCKS)
-def test_blocked_equals_dense_on_random_data(
-    device: str, query_block: int, candidate_block: int
-) -> None:
-    images, texts = sign_pairs(203, seed=1)  # 203 = 7 * 29: most blocks do not divide it
-    labels = uneven_labels(203, seed=2)
-    pooled = pooled_ranks(
-        images, texts, query_block=query_block, candidate_block=candidate_block, device=device
-    )
-    assert torch.equal(pooled, dense_reference(images, texts, TIE_TOL))
-    within = within_collection_ranks(
-        images,
-        texts,
-        labels,
-        query_block=query_block,
-        candidate_block=candidate_block,
-        device=device,
-    )
-    assert torch.equal(within, dense_within_reference(images, texts, labels, TIE_TOL))
-    assert within[labels.index("solo")] == 1  # a collection of one: nothing to confuse
-
-
-@pytest.mark.parametrize(("query_block", "candidate_block"), BLOCKS)
-def test_a_query_never_competes_with_its_own_image(query_block: int, candidate_block: int) -> None:
-    # With tie_tol 0 the own image's score from the matrix product could exceed the
-    # row-wise positive by a rounding bit; it must still not count.
-    g = torch.Generator().manual_seed(12)
-    texts = torch.randn(203, 32, generator=g)
-    images = texts + 2.0 * torch.randn(203, 32, generator=g)
-    scores = torch.nn.functional.normalize(texts.double(), dim=1) @ (
-        torch.nn.functional.normalize(images.double(), dim=1).T
-    )
-    gaps = (scores - scores.diagonal().unsqueeze(1)).abs() + torch.eye(203)
-    assert gaps.min() > 1e-5  # no near-ties: float32 and float64 ranks agree
-    ranks = pooled_ranks(
-        images, texts, query_block=query_block, candidate_block=candidate_block, tie_tol=0.0
-    )
-    assert torch.equal(ranks, dense_reference(images, texts, 0.0))
-
-
 def test_random_data_has_ties_and_spread_ranks() -> None:
-    """The data of the test above is a real test of ties and of every rank position."""
+    """The data of slow/test_retrieval_blocks.py is a real test of ties and of every rank."""
     images, texts = sign_pairs(203, seed=1)
     scores = (
         torch.nn.functional.normalize(texts, dim=1) @ torch.nn.functional.normalize(images, dim=1).T
@@ -357,20 +268,3 @@ def test_summarise_checks_its_pool_and_matches_evaluate() -> None:
     assert summary == evaluate(images, texts, labels, pools=(WITHIN,), ks=(1, 10))[WITHIN]
     with pytest.raises(ValueError, match="pool"):
         summarise(ranks, labels, "nearby")
-
-
-def test_bench_prints_agreeing_ranks() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.evaluate_topk", "--pairs", "3000", "--collections", "3",
-         "--dim", "64", "--pooled-pairs", "2000", "--query-block", "300",
-         "--candidate-block", "700", "--repeats", "1"],
-        cwd=ROOT, check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    report = json.loads(out.stdout)
-    for pool in ("within", "pooled"):
-        assert report[pool]["baseline"]["name"] == "dense_torch"
-        # Ours and dense differ by float rounding at near-ties only: rarely, and by little.
-        assert report[pool]["ranks_differing"] <= report[pool]["queries"] // 100
-        assert report[pool]["max_rank_difference"] <= 2
-        assert report[pool]["ours"]["queries_per_s"] > 0
-    assert report["device"] == "cpu" or report["device"].startswith("cuda")

@@ -4,9 +4,6 @@ mini subset (DuckDB)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -94,24 +91,6 @@ def test_unknown_collections_split_by_a_stable_hash(nft1000: Partitioning) -> No
     assert shares["train"] / 20_000 == pytest.approx(0.80, abs=0.01)
     assert shares["validation"] / 20_000 == pytest.approx(0.05, abs=0.01)
     assert shares["test"] / 20_000 == pytest.approx(0.15, abs=0.01)
-
-
-def test_hashed_split_is_the_same_in_another_process() -> None:
-    names = [f"collection-{i}" for i in range(200)]
-    code = (
-        "import json, sys; from tasks.tables.splits import hashed_split; "
-        "print(json.dumps([hashed_split(n) for n in json.loads(sys.argv[1])]))"
-    )
-    env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(names)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-        cwd=Path(__file__).resolve().parents[1],
-    ).stdout
-    assert json.loads(out) == [hashed_split(n) for n in names]
 
 
 # --- the generator of the built-in registry ----------------------------------------------
