@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from open_clip.tokenizer import SimpleTokenizer
+if TYPE_CHECKING:
+    from open_clip.tokenizer import SimpleTokenizer
 
 CONTEXT_LENGTH = 77  # CLIP's text context, start and end tokens included
 CONTENT_TOKENS = CONTEXT_LENGTH - 2  # what is left for the text itself
@@ -20,7 +22,11 @@ CONTENT_TOKENS = CONTEXT_LENGTH - 2  # what is left for the text itself
 
 @lru_cache(maxsize=1)
 def tokenizer() -> SimpleTokenizer:
-    """open_clip's CLIP BPE tokenizer; its vocabulary ships inside the package."""
+    """open_clip's CLIP BPE tokenizer; its vocabulary ships inside the package. Imported
+    here, when a count is first asked for: open_clip brings torch (seconds), which the
+    processes that only build tokens files never need."""
+    from open_clip.tokenizer import SimpleTokenizer
+
     return SimpleTokenizer()
 
 
