@@ -42,7 +42,6 @@ from tasks.evaluate import (
     embed_split,
     exported_splits,
     measure_cvi,
-    read_files,
     split_listing,
 )
 from tasks.export import HOLDOUT
@@ -128,7 +127,6 @@ def cvi(
     rows = measure_cvi(
         settings,
         files,
-        read_files(files, settings),
         model=ref.label,
         data=root,
         url=results,

@@ -34,5 +34,5 @@ def artifact_key(*parts: str) -> str:
 
 def failed_by_reason(kinds: Iterable[str] | Mapping[str, int]) -> str:
     """``"http_error: 3, not_found: 1"`` for a summary table's failed_by_reason cell."""
-    counts = Counter(kinds) if not isinstance(kinds, Mapping) else Counter(dict(kinds))
+    counts = Counter(kinds)
     return ", ".join(f"{kind}: {n}" for kind, n in sorted(counts.items()) if n) or "-"

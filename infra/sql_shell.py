@@ -20,7 +20,10 @@ from tasks.core.settings import Settings
 from tasks.core.sql import run_sql
 
 # Result tables that exist once a flow has written them: folder under tables/ -> views file.
-RESULT_VIEWS = {"retrieval_results": "shell/retrieval_views", "cvi": "shell/cvi_views"}
+RESULT_VIEWS = {
+    paths.RETRIEVAL_RESULTS: "shell/retrieval_views",
+    paths.CVI_RESULTS: "shell/cvi_views",
+}
 
 
 def open_views(settings: Settings) -> duckdb.DuckDBPyConnection:

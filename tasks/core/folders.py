@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
+from tasks.core import paths
 from tasks.core.s3 import INVALID_RANGE, error_code, is_missing, make_client
 from tasks.core.settings import Settings
 
@@ -145,4 +146,4 @@ class S3Folder:
 
 def open_bucket(settings: Settings) -> Folder:
     """The configured bucket and prefix as a folder: its paths are tasks.core.paths keys."""
-    return S3Folder(f"s3://{settings.s3_bucket}/{settings.s3_prefix}", settings)
+    return S3Folder(paths.url(settings), settings)

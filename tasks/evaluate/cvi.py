@@ -21,7 +21,7 @@ import torch
 from tasks.core.duck import connect
 from tasks.core.settings import Settings
 from tasks.core.sql import quote, run_sql
-from tasks.evaluate.embedding_files import Contents
+from tasks.evaluate.embedding_files import Contents, read_files
 from tasks.evaluate.retrieval import WITHIN, evaluate
 
 TOP1_SCHEMA = pa.schema(
@@ -172,16 +172,15 @@ def cvi_run_id(label: str, data: str, listing: bytes) -> str:
 def measure_cvi(
     settings: Settings,
     files: Sequence[str],
-    read: Iterable[Contents],
     *,
     model: str,
     data: str,
     url: str,
     device: str | torch.device = "cpu",
 ) -> list[CviRow]:
-    """CVI (DuckDB, over the embedding ``files``) beside within-collection top-1 (torch, over
-    their contents ``read``), written as parquet to ``url``; returns the rows."""
-    top1 = within_top1(read, device=device)
+    """CVI (DuckDB) beside within-collection top-1 (torch) of the embedding ``files``,
+    written as parquet to ``url``; returns the rows."""
+    top1 = within_top1(read_files(files, settings), device=device)
     con = connect(settings)
     try:
         rows = cvi_results(con, list(files), top1, model=model, data=data)

@@ -185,7 +185,7 @@ def _write_dashboards(con: duckdb.DuckDBPyConnection, out: Folder) -> None:
     while (row := cursor.fetchone()) is not None:
         contract, dashboard = row
         pretty = json.dumps(json.loads(dashboard), ensure_ascii=False, indent=1)
-        out.put(f"dashboards/{contract}.json", pretty.encode("utf-8"))
+        out.put(paths.dashboard(contract), pretty.encode("utf-8"))
 
 
 class _Clock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -316,9 +317,18 @@ def test_a_wheel_installed_outside_the_checkout_runs_nft1000_sql(
     that is not the checkout, answers a query over the tables."""
     store_manifest(ObjectStore(settings), "Moonbirds", MOONBIRDS, moonbirds)
     build_all(settings, partitioning)
+    # setuptools builds in the source folder (build/, *.egg-info): build from a copy of
+    # the tracked files, so the checkout is left as it was.
+    source = tmp_path / "source"
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True
+    ).stdout.decode()
+    for name in filter(None, tracked.split("\0")):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, source / name)
     wheels = tmp_path / "wheels"
     build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*build, "-w", str(wheels), str(REPO)], check=True, cwd=tmp_path)
+    subprocess.run([*build, "-w", str(wheels), str(source)], check=True, cwd=tmp_path)
     (wheel,) = wheels.glob("nft1000-*.whl")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
