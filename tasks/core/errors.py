@@ -28,6 +28,9 @@ KINDS = frozenset(
         "bad_json",  # metadata is not a JSON object
         "no_image",  # metadata names no image
         "bad_image",  # image bytes fail to decode or exceed the pixel limit
+        "bad_svg",  # SVG refused before rendering: DTD, entities, outside references, limits
+        "render_crashed",  # the sandboxed SVG renderer died (signal) or ran out of memory
+        "render_timeout",  # the sandboxed SVG renderer ran past its CPU or wall-clock limit
         "rpc_error",  # node unreachable or batch failed
         "not_minted",  # tokenURI reverted (burned, gap in ids, out of range)
         "unexpected",  # a bug met by this token's data; retried once the code is fixed

@@ -23,18 +23,20 @@ import logging
 import re
 import tarfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from tasks.core.errors import ItemError
 from tasks.core.folders import Folder, open_folder
+from tasks.core.json_bounded import loads_bounded
 from tasks.core.paths import SHARD_INDEX, SIZES
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
 from tasks.export import images
 from tasks.export.items import ExportItem
+from tasks.export.svg_sandbox import SvgSandbox
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,9 @@ MAX_ASPECT = 16.0
 # Fixed tar header fields: the same samples give the same bytes on every run.
 _MTIME = 0
 _MODE = 0o644
+# Caps on this stage's own JSON read back from the bucket, which others may write.
+INDEX_BYTES = 64 * 1024 * 1024
+DONE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,9 @@ def read_index(out_url: str, settings: Settings) -> dict[str, Any] | None:
     folder = open_folder(out_url, settings)
     if not folder.exists(SHARD_INDEX):
         return None
-    index: dict[str, Any] = json.loads(folder.get(SHARD_INDEX))
+    index: dict[str, Any] = loads_bounded(
+        folder.read(SHARD_INDEX, INDEX_BYTES), max_bytes=INDEX_BYTES
+    )
     return index
 
 
@@ -181,7 +188,7 @@ def write_shard(
     store = ObjectStore(settings)
     members: list[tuple[str, bytes]] = []
     failures: list[Failure] = []
-    for item, sample in _samples(plan.items, store, settings, options):
+    for item, sample in item_samples(plan.items, store.get, options, settings.concurrency):
         if isinstance(sample, ItemError):
             failures.append(
                 Failure(item.collection, item.contract, item.token_id, sample.kind, sample.message)
@@ -259,7 +266,7 @@ def _finished(folder: Folder, plan: ShardPlan, digest: str) -> ShardResult | Non
     done_path = _done_path(plan)
     if not (folder.exists(plan.name) and folder.exists(done_path)):
         return None
-    done = json.loads(folder.get(done_path))
+    done = loads_bounded(folder.read(done_path, DONE_BYTES), max_bytes=DONE_BYTES)
     if done.get("plan") != digest or "by_collection" not in done:
         return None
     failures = tuple(Failure(**f) for f in done["failures"])
@@ -267,30 +274,38 @@ def _finished(folder: Folder, plan: ShardPlan, digest: str) -> ShardResult | Non
     return ShardResult(plan.split, plan.name, done["samples"], failures, True, by_collection)
 
 
-def _samples(
-    items: Sequence[ExportItem], store: ObjectStore, settings: Settings, options: ShardOptions
+def item_samples(
+    items: Sequence[ExportItem],
+    fetch: Callable[[str], bytes | None],
+    options: ShardOptions,
+    window: int,
+    sandbox: SvgSandbox | None = None,
 ) -> Iterator[tuple[ExportItem, list[tuple[str, bytes]] | ItemError]]:
     """Each item with its tar members, or its ItemError, in order.
 
-    Blobs are fetched ``settings.concurrency`` at a time, so a shard of large
-    images never holds more than one window of them.
+    Blobs are fetched (``fetch``: image key to bytes, None when absent) ``window``
+    at a time, so a shard of large images never holds more than one window of
+    them. Images are decoded here, one at a time; SVGs render in ``sandbox`` (by
+    default the process-wide one), where a crash or hang fails only its item.
     """
-    window = max(1, settings.concurrency)
+    window = max(1, window)
     with ThreadPoolExecutor(window) as pool:
         for start in range(0, len(items), window):
             chunk = items[start : start + window]
-            blobs = pool.map(store.get, [i.image_key for i in chunk])
+            blobs = pool.map(fetch, [i.image_key for i in chunk])
             for item, data in zip(chunk, blobs, strict=True):
-                yield item, _sample(item, data, options)
+                yield item, _sample(item, data, options, sandbox)
 
 
 def _sample(
-    item: ExportItem, data: bytes | None, options: ShardOptions
+    item: ExportItem, data: bytes | None, options: ShardOptions, sandbox: SvgSandbox | None
 ) -> list[tuple[str, bytes]] | ItemError:
     try:
         if data is None:
             raise ItemError("unexpected", f"image blob {item.image_key} is not in the store")
-        image = images.decode(data, item.image_mime, svg_shortest_side=options.shortest_side)
+        image = images.decode(
+            data, item.image_mime, svg_shortest_side=options.shortest_side, sandbox=sandbox
+        )
         width, height = image.size
         if max(width, height) / min(width, height) > MAX_ASPECT:
             raise ItemError("bad_image", f"aspect ratio of {width}x{height} is out of range")

@@ -113,9 +113,19 @@ def _loot_items(store: ObjectStore, settings: Settings, count: int) -> list[Expo
     return items
 
 
+SVG = "image/svg+xml"
+_NESTED_SVG = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10">'
+    + b"<g>" * 300
+    + b'<rect width="5" height="5"/>'
+    + b"</g>" * 300
+    + b"</svg>"
+)
+
+
 @pytest.fixture
 def items(store: ObjectStore, settings: Settings) -> list[ExportItem]:
-    """30 Moonbirds, 4 Loot bags and 3 bad tokens, in mixed order: 37 items."""
+    """30 Moonbirds, 4 Loot bags and 4 bad tokens, in mixed order: 38 items."""
     good = moonbird_items(store, range(30), "train") + _loot_items(store, settings, 4)
     truncated = _moonbirds_archive()[30][0][:60]
     banner = io.BytesIO()
@@ -131,6 +141,8 @@ def items(store: ObjectStore, settings: Settings) -> list[ExportItem]:
             "y",
         ),
         _item(MOONBIRDS, 32, "train", store.blob_key("0" * 64), "image/png", "z"),
+        # 300 nested groups crashed the renderer when it ran in-process.
+        _item(MOONBIRDS, 33, "train", store.put_blob(_NESTED_SVG, SVG).key, SVG, "w"),
     ]
     return sorted(good + bad, key=lambda it: order_key(SEED, it.contract, it.token_id))
 
@@ -208,12 +220,13 @@ def test_export_shards_locally(items: list[ExportItem], settings: Settings, tmp_
         ("30", "bad_image"),
         ("31", "bad_image"),
         ("32", "unexpected"),
+        ("33", "bad_svg"),
     ]
     assert "aspect ratio of 400x20" in failures[1].message
     assert "not in the store" in failures[2].message
     by_shard = {r.name.split("/")[1]: r.samples for r in results}
     assert sum(by_shard.values()) == 34
-    bad_ids = {"30", "31", "32"}  # all Moonbirds; Loot ids are 1..4
+    bad_ids = {"30", "31", "32", "33"}  # all Moonbirds; Loot ids are 1..4
     expected_counts = [
         sum(i.token_id not in bad_ids for i in items[k : k + 16]) for k in (0, 16, 32)
     ]
@@ -226,8 +239,8 @@ def test_export_shards_locally(items: list[ExportItem], settings: Settings, tmp_
             "shards": [r.name for r in results],
             "samples": 34,
             "samples_by_collection": dict(sorted(written.items())),
-            "failed": 3,
-            "failures_by_kind": {"bad_image": 2, "unexpected": 1},
+            "failed": 4,
+            "failures_by_kind": {"bad_image": 2, "bad_svg": 1, "unexpected": 1},
             "train_data": f"{out}/train/shard-{{000000..000002}}.tar",
         }
     }
