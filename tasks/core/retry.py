@@ -19,5 +19,5 @@ def backoff_delay(
 ) -> float:
     """Seconds to wait before retry number ``retry`` (0 for the first)."""
     if retry_after is not None:
-        return min(retry_after, cap_s)
+        return min(max(retry_after, 0.0), cap_s)  # a server may ask for days: capped
     return rng.uniform(0, min(cap_s, base_s * 2**retry))

@@ -57,8 +57,12 @@ class Settings:
     # HTTP behaviour towards token-named URLs.
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
-    # Whole request, body included: a server trickling bytes cannot hold a slot forever.
+    # One attempt, body included.
     request_timeout_s: float = 300.0
+    # One URL, everything included: all attempts, backoff sleeps and redirect hops,
+    # and for IPFS every gateway tried. A server dripping bytes, or answering each
+    # hop just under the timeouts above, holds a download slot at most this long.
+    url_deadline_s: float = 300.0
     max_retries: int = 4
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0

@@ -36,7 +36,7 @@ from tasks.core.settings import MiB, Settings
 from tasks.export.layout_export import DASHBOARD
 from tasks.ingest.blocks import BLOCK, BlockSpec, manifest_key
 from tasks.ingest.chain import ADDRESS
-from tasks.ingest.manifest import ManifestRow, from_parquet, to_parquet, valid_text
+from tasks.ingest.manifest import ManifestRow, error_text, from_parquet, to_parquet, valid_text
 from tasks.ingest.registry import MAX_NAME_CHARS, load_registry
 
 log = logging.getLogger(__name__)
@@ -306,7 +306,7 @@ def _import_token(
 
 def _failed(row: ManifestRow, kind: str, message: str) -> ManifestRow:
     """Like tasks.ingest.token's failed rows; never retryable, since only the folder can fix it."""
-    error = valid_text(message[:1000])
+    error = error_text(message)
     return dataclasses.replace(row, status="failed", error_kind=kind, error=error, retryable=False)
 
 

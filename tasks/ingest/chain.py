@@ -3,7 +3,9 @@
 One HTTP request carries up to ``batch_size`` ``eth_call``s, so reading a 10,000-token
 collection takes a few dozen round trips instead of 10,000. What a contract returns is
 attacker-controlled: every per-token failure becomes an ``ItemError``, and decoded
-strings are bounded. The RPC URL itself is operator configuration.
+strings are bounded. The RPC URL itself is operator configuration, but its replies
+are still read with bounded size and JSON depth, and matched to their calls by id
+strictly (an int, not ``true``; each call answered exactly once).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -24,6 +26,7 @@ from eth_abi.exceptions import DecodingError
 from eth_hash.auto import keccak
 
 from tasks.core.errors import ItemError
+from tasks.core.json_bounded import loads_bounded
 from tasks.core.retry import backoff_delay
 
 T = TypeVar("T")
@@ -35,6 +38,10 @@ MAX_RESPONSE_BYTES = 64 << 20  # one HTTP reply; a larger one is split into smal
 MAX_ENUMERATED_SUPPLY = 1 << 20
 ERC721_ENUMERABLE = bytes.fromhex("780e9d63")  # ERC-165 interface id
 ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+# What a call answered more than once in one batch reply gets instead of an answer.
+_DUPLICATE: Mapping[str, Any] = MappingProxyType(
+    {"error": {"message": "the node's batch reply answers this call more than once"}}
+)
 
 
 class RpcError(RuntimeError):
@@ -161,6 +168,23 @@ def _optional_string(reply: Mapping[str, Any] | None) -> str | None:
 
 def _optional_uint(reply: Mapping[str, Any] | None) -> int | None:
     return _optional(reply, _decode_uint)
+
+
+def match_replies(reply: list[Any], calls: int) -> dict[int, Mapping[str, Any]]:
+    """Each call's reply by its id (0 .. calls-1); a call without one is left out.
+
+    Only an int id counts (``true`` and ``1.0`` equal 1 in Python but are not our
+    ids); ids we never sent are ignored; a call answered twice gets an error reply.
+    """
+    out: dict[int, Mapping[str, Any]] = {}
+    for item in reply:
+        if not isinstance(item, dict):
+            continue
+        call = item.get("id")
+        if type(call) is not int or not 0 <= call < calls:
+            continue
+        out[call] = _DUPLICATE if call in out else item
+    return out
 
 
 class ChainReader:
@@ -351,11 +375,7 @@ class ChainReader:
         ]
         async with self._in_flight:
             reply = await self._post_with_retries(json.dumps(payload).encode())
-        return {
-            item["id"]: item
-            for item in reply
-            if isinstance(item, dict) and isinstance(item.get("id"), int)
-        }
+        return match_replies(reply, len(requests))
 
     async def _post_with_retries(self, body: bytes) -> list[Any]:
         for attempt in range(self._attempts - 1):
@@ -386,11 +406,11 @@ class ChainReader:
                     text += chunk
                     if len(text) > MAX_RESPONSE_BYTES:
                         raise _ReplyTooLarge(f"node reply is over {MAX_RESPONSE_BYTES} bytes")
-            reply = json.loads(text)
+            reply = loads_bounded(bytes(text), max_bytes=MAX_RESPONSE_BYTES)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise RpcError(f"node request failed: {type(e).__name__}: {e}") from e
-        except ValueError as e:
-            raise RpcError(f"node reply is not JSON: {e}") from e
+        except ValueError as e:  # not UTF-8, not JSON, or nested past json_bounded.MAX_DEPTH
+            raise RpcError(f"node reply is not acceptable JSON: {str(e)[:200]}") from e
         if not isinstance(reply, list):
             raise RpcError(f"node answered a batch with {str(reply)[:300]}")
         return reply

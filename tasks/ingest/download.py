@@ -2,11 +2,15 @@
 
 IPFS content is asked of each configured gateway in turn as a trustless CAR and
 verified block by block against the token's CID, so a lying or broken gateway
-can only cost time, never corrupt the dataset.
+can only cost time, never corrupt the dataset. That time is bounded: one
+download, across every gateway, ends within ``url_deadline_s``, and each gateway
+gets an even share of what is left when its turn comes, so a gateway that hangs
+cannot use up the next one's time.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -39,11 +43,16 @@ async def download(
     if isinstance(location, HttpLocation):
         result = await fetcher.get(location.url, max_bytes=max_bytes)
         return Downloaded(result.body, None)
-    return await _download_ipfs(location, fetcher, gateways, max_bytes)
+    deadline = asyncio.get_running_loop().time() + fetcher.url_deadline_s
+    return await _download_ipfs(location, fetcher, gateways, max_bytes, deadline)
 
 
 async def _download_ipfs(
-    location: IpfsLocation, fetcher: SafeFetcher, gateways: tuple[str, ...], max_bytes: int
+    location: IpfsLocation,
+    fetcher: SafeFetcher,
+    gateways: tuple[str, ...],
+    max_bytes: int,
+    deadline: float,
 ) -> Downloaded:
     if not gateways:
         raise ItemError("unsupported_uri", "no IPFS gateway is configured")
@@ -55,17 +64,26 @@ async def _download_ipfs(
     path = "/".join(segments)
     car_cap = max_bytes + int(max_bytes * CAR_OVERHEAD) + CAR_OVERHEAD_BYTES
     errors: list[ItemError] = []
-    for gateway in gateways:
+    verified: list[tuple[CID, bytes]] = []
+
+    def verify(body: bytes) -> None:  # inside the fetch, so a cut CAR is asked for again
+        verified.append(file_from_car(body, root, path, max_bytes))
+
+    loop = asyncio.get_running_loop()
+    for n, gateway in enumerate(gateways):
         url = f"{gateway.rstrip('/')}/ipfs/{location.cid}/{location.path}"
         url = url.rstrip("/") + "?format=car&dag-scope=entity"
+        share = loop.time() + (deadline - loop.time()) / (len(gateways) - n)
         try:
-            body = (await fetcher.get(url, max_bytes=car_cap, accept=CAR_ACCEPT)).body
-            cid, data = file_from_car(body, root, path, max_bytes)
+            await fetcher.get(
+                url, max_bytes=car_cap, accept=CAR_ACCEPT, deadline=share, check=verify
+            )
         except ItemError as e:
             if e.kind == "too_large" and e.verified:
                 raise  # the content itself is too big: every gateway serves the same
             errors.append(e)  # this gateway failed or lied: try the next
             continue
+        cid, data = verified[-1]
         return Downloaded(data, str(cid))
     # If any gateway failed for a passing reason, a later run may succeed.
     return_error = next((e for e in errors if e.retryable), errors[-1])

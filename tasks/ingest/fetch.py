@@ -6,6 +6,12 @@ exactly the addresses the resolver returns, so DNS cannot rebind between check a
 connect). Redirects are followed by hand so each Location is checked the same way.
 Bodies are capped after decompression (aiohttp inflates in bounded steps and the
 cap counts the inflated bytes), and transient failures back off with full jitter.
+
+Time is bounded twice: each attempt by the socket timeouts and
+``request_timeout_s``, and each URL by one deadline (``url_deadline_s``) over all
+its attempts, backoff sleeps and redirect hops, so a server that drips bytes or
+answers every hop just under the per-attempt timeout holds a slot no longer than
+the deadline. aiohttp bounds response headers (128 lines of at most 8,190 bytes).
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from tasks.core.retry import backoff_delay
 from tasks.core.settings import Settings
 
 Sleep = Callable[[float], Awaitable[None]]
+# Checks a body as soon as it arrives: a retryable ItemError it raises (a CAR cut
+# short, a block that does not hash) is retried like a transient failure.
+BodyCheck = Callable[[bytes], None]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 64 * 1024
@@ -126,6 +135,11 @@ class SafeFetcher:
         self._session: aiohttp.ClientSession | None = None
         self._resolver: _PublicResolver | None = None
 
+    @property
+    def url_deadline_s(self) -> float:
+        """Seconds one URL (or one IPFS download over every gateway) may take in all."""
+        return self._settings.url_deadline_s
+
     async def __aenter__(self) -> SafeFetcher:
         s = self._settings
         self._resolver = _PublicResolver(self._allow, s.connect_timeout_s)
@@ -159,17 +173,58 @@ class SafeFetcher:
         if self._resolver is not None:
             await self._resolver.close()
 
-    async def get(self, url: str, *, max_bytes: int, accept: str | None = None) -> FetchResult:
-        """GET ``url`` following checked redirects, retrying transient failures."""
+    async def get(
+        self,
+        url: str,
+        *,
+        max_bytes: int,
+        accept: str | None = None,
+        deadline: float | None = None,
+        check: BodyCheck | None = None,
+    ) -> FetchResult:
+        """GET ``url`` following checked redirects, retrying transient failures.
+
+        Everything (attempts, backoff, redirects) ends by ``deadline``, an event-loop
+        time; by default ``url_deadline_s`` from now. Past it: ItemError "timeout".
+        ``check`` runs on each body; its retryable errors are retried too.
+        """
         target = self._check(_parse(url))
+        now = asyncio.get_running_loop().time()
+        if deadline is None:
+            deadline = now + self._settings.url_deadline_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._follow(url, target, max_bytes, accept, deadline, check)
+        except TimeoutError:
+            raise ItemError(
+                "timeout",
+                f"not fetched within its deadline of {deadline - now:.1f} s: {_short(target)}",
+            ) from None
+
+    async def _follow(
+        self,
+        url: str,
+        target: URL,
+        max_bytes: int,
+        accept: str | None,
+        deadline: float,
+        check: BodyCheck | None,
+    ) -> FetchResult:
+        """The attempts and redirect hops of one ``get``."""
+        loop = asyncio.get_running_loop()
         retries = redirects = 0
         while True:
             try:
                 step = await self._attempt(target, max_bytes, accept)
+                if isinstance(step, FetchResult) and check is not None:
+                    _checked(check, step.body)
             except _Retry as retry:
                 if retries >= self._settings.max_retries:
                     raise retry.error from None
-                await self._sleep(self._backoff(retries, retry.retry_after))
+                delay = self._backoff(retries, retry.retry_after)
+                if loop.time() + delay >= deadline:
+                    raise retry.error from None  # waiting would only end in the deadline
+                await self._sleep(delay)
                 retries += 1
                 continue
             if isinstance(step, FetchResult):
@@ -184,7 +239,10 @@ class SafeFetcher:
         """Refuse a URL before any packet is sent unless it may be fetched."""
         if url.scheme not in ("http", "https"):
             raise ItemError("unsupported_uri", f"scheme {url.scheme!r} in {_short(url)}")
-        host, port = url.raw_host, url.port
+        try:
+            host, port = url.raw_host, url.port
+        except ValueError as exc:  # yarl parses some hosts only when asked (::ffff:127.1)
+            raise ItemError("bad_uri", f"malformed host in a URL: {exc}") from None
         if not host or port is None:
             raise ItemError("bad_uri", f"no host in {_short(url)}")
         if url.raw_user is not None or url.raw_password is not None:
@@ -194,7 +252,11 @@ class SafeFetcher:
         if ":" in host:  # IPv6 literal (yarl checked it); aiohttp will not ask the resolver
             if "%" in host:
                 raise ItemError("bad_uri", f"zone id in host of {_short(url)}")
-            _refuse_private(ip_address(host), url)
+            try:
+                literal = ip_address(host)
+            except ValueError:  # yarl passes forms such as ::ffff:127.1 that Python does not
+                raise ItemError("blocked_address", f"unusual IPv6 form {host!r}") from None
+            _refuse_private(literal, url)
             return url
         if len(host) > 253 or not _HOSTNAME.fullmatch(host):
             raise ItemError("bad_uri", f"malformed host in {_short(url)}")
@@ -235,7 +297,10 @@ class SafeFetcher:
             location = resp.headers.get("Location")
             if not location:
                 raise ItemError("http_status", f"HTTP {status} without Location: {_short(url)}")
-            return url.join(_parse(location))
+            try:
+                return url.join(_parse(location))
+            except ValueError as exc:  # yarl checks the joined host only now
+                raise ItemError("bad_uri", f"bad redirect from {_short(url)}: {exc}") from None
         if status == 429 or status >= 500:
             error = ItemError("http_status_retryable", f"HTTP {status} from {_short(url)}")
             raise _Retry(error, _retry_after(resp.headers.get("Retry-After")))
@@ -266,6 +331,16 @@ class SafeFetcher:
         self.requests += 1
 
 
+def _checked(check: BodyCheck, body: bytes) -> None:
+    """Run a body check, turning its retryable errors into a retry of the request."""
+    try:
+        check(body)
+    except ItemError as e:
+        if e.retryable:
+            raise _Retry(e) from None
+        raise
+
+
 def _parse(url: str) -> URL:
     """Parse a URL, mapping parser errors to bad_uri."""
     try:
@@ -289,7 +364,7 @@ def _retry_after(value: str | None) -> float | None:
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)

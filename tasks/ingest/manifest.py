@@ -21,6 +21,7 @@ from tasks.core.s3 import ObjectStore
 from tasks.core.sql import sql_text
 
 MAX_URI_CHARS = 4096  # data: URIs can be megabytes; their content is in the stored blob
+MAX_ERROR_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,16 @@ COLUMNS = tuple(f.name for f in dataclasses.fields(ManifestRow))
 def valid_text(text: str) -> str:
     """Text DuckDB can store: JSON lets lone surrogates into strings, UTF-8 does not."""
     return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def error_text(message: str) -> str:
+    """An error message fit for a manifest cell and a terminal: cut to MAX_ERROR_CHARS,
+    then every non-printable character (raw revert bytes, escapes, bidi controls,
+    lone surrogates) written as a Python escape, so stored errors are plain text."""
+    text = message[:MAX_ERROR_CHARS]
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def clip_uri(uri: str | None) -> str | None:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.ingest.chain import ADDRESS, CollectionFacts
-from tasks.ingest.manifest import valid_text
 
 _RANGE = re.compile(r"(?P<first>\d+)-(?P<last>\d+)")
 # Facts only (name, address, supply, split) from NFT1000's own files; see its SOURCE note.
@@ -109,4 +108,5 @@ def collection_name(target: CollectionTarget, facts: CollectionFacts) -> str:
     if target.name != target.address:
         return target.name
     chosen = " ".join((facts.name or "").split())[:MAX_NAME_CHARS]
-    return valid_text(chosen) or target.address
+    # Printable only: no terminal escapes, bidi overrides or lone surrogates.
+    return "".join(c for c in chosen if c.isprintable()) or target.address

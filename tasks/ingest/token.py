@@ -9,18 +9,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tasks.core.content import ImageInfo, image_reference, inspect_image, parse_metadata
+from tasks.core.content import (
+    ImageInfo,
+    image_reference,
+    inspect_image,
+    parse_metadata,
+    pixel_count,
+)
 from tasks.core.errors import ItemError
 from tasks.core.s3 import StoredBlob
 from tasks.core.settings import Settings
 from tasks.ingest.download import download
 from tasks.ingest.fetch import SafeFetcher
-from tasks.ingest.manifest import ManifestRow, clip_uri, valid_text
+from tasks.ingest.manifest import ManifestRow, clip_uri, error_text
 from tasks.ingest.uris import DataLocation, Location, resolve_uri
 
 log = logging.getLogger(__name__)
@@ -29,6 +36,11 @@ log = logging.getLogger(__name__)
 StoredImage = tuple[StoredBlob, ImageInfo, str | None]
 # Stores bytes with a content type, off the event loop; returns where they went.
 PutBlob = Callable[[bytes, str], Awaitable[StoredBlob]]
+# Image checks decode pixels (up to seconds for a big PNG): off the event loop, so
+# downloads keep flowing, and one at a time per process, so memory holds one image.
+# Up to 256 x 256 pixels (under a millisecond) the hand-over would cost more.
+_IMAGE_CHECKS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="image-check")
+_CHECK_IN_PLACE_PIXELS = 256 * 256
 
 
 @dataclass
@@ -146,7 +158,11 @@ async def _fetch_image(ctx: TokenContext, where: Location) -> StoredImage:
 
 
 async def _store_image(ctx: TokenContext, data: bytes, cid: str | None) -> StoredImage:
-    info = inspect_image(data)
+    if pixel_count(data) <= _CHECK_IN_PLACE_PIXELS:
+        info = inspect_image(data)
+    else:
+        loop = asyncio.get_running_loop()
+        info = await loop.run_in_executor(_IMAGE_CHECKS, inspect_image, data)
     return await ctx.store(data, info.mime), info, cid
 
 
@@ -159,6 +175,6 @@ def _failed(row: ManifestRow, error: ItemError) -> ManifestRow:
         row,
         status="failed",
         error_kind=error.kind,
-        error=valid_text(error.message[:1000]),
+        error=error_text(error.message),
         retryable=error.retryable,
     )

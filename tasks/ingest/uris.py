@@ -47,6 +47,8 @@ Location: TypeAlias = HttpLocation | IpfsLocation | DataLocation
 
 # Longest non-data URI accepted; real ones are far shorter.
 MAX_URI_CHARS = 8192
+# Longest data: header (media type and parameters, before the comma).
+MAX_DATA_HEADER_CHARS = 1024
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -173,9 +175,10 @@ def _clean_path(path: str, original: str) -> str:
 
 def _parse_data(rest: str, cap: int) -> DataLocation:
     """Decode an RFC 2397 body, refusing before decoding when it must exceed ``cap``."""
-    header, comma, payload = rest.partition(",")
-    if not comma:
-        raise ItemError("bad_uri", f"data: URI without a comma: {_snip(rest)}")
+    comma_at = rest.find(",", 0, MAX_DATA_HEADER_CHARS + 1)
+    if comma_at < 0:
+        raise ItemError("bad_uri", f"data: URI without a comma in its header: {_snip(rest)}")
+    header, payload = rest[:comma_at], rest[comma_at + 1 :]
     params = [p.strip().lower() for p in header.split(";")]
     is_base64 = params[-1] == "base64"
     mime = params[0] if _MIME.fullmatch(params[0]) else "text/plain"

@@ -14,6 +14,7 @@ from typing import Any
 
 from tasks.core import paths
 from tasks.core.folders import open_folder
+from tasks.core.json_bounded import loads_bounded
 from tasks.core.settings import Settings
 from tasks.train.loop import TrainConfig
 
@@ -70,5 +71,5 @@ def resolve_model(model: str, architecture: str | None, settings: Settings) -> M
     pointer = paths.latest(None if model == "latest" else model)
     if not models.exists(pointer):
         raise ValueError(f"no finished nft1000/finetune run at {paths.MODELS}/{pointer}")
-    doc = json.loads(models.read(pointer, 1024 * 1024))
+    doc = loads_bounded(models.read(pointer, 1024 * 1024), max_bytes=1024 * 1024)
     return ModelRef(str(doc["architecture"]), str(doc["model"]), f"{doc['name']}/{doc['run_id']}")

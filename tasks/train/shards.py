@@ -11,7 +11,6 @@ with the export's restricted decoder.
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 from PIL import Image
 
 from tasks.core.folders import Folder, open_folder
+from tasks.core.json_bounded import loads_bounded
 from tasks.core.paths import SIZES
 from tasks.core.settings import Settings
 from tasks.export import images
@@ -27,6 +27,9 @@ from tasks.export import images
 IMAGE_MIMES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
 MAX_MEMBER_BYTES = 64 * 1024 * 1024
 MAX_SHARD_BYTES = 8 * 1024 * 1024 * 1024
+# A sizes.json lists shards; a sample record holds one token's caption and traits.
+SIZES_BYTES = 16 * 1024 * 1024
+RECORD_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ def open_shards(url: str, settings: Settings) -> ShardSet:
     folder = open_folder(url, settings)
     if not folder.exists(SIZES):
         raise ValueError(f"no {SIZES} under {url}: export the split with nft1000/export first")
-    sizes = json.loads(folder.read(SIZES, 16 * 1024 * 1024))
+    sizes = loads_bounded(folder.read(SIZES, SIZES_BYTES), max_bytes=SIZES_BYTES)
     if not isinstance(sizes, dict) or not all(
         isinstance(k, str) and k.endswith(".tar") and "/" not in k and isinstance(v, int)
         for k, v in sizes.items()
@@ -132,7 +135,7 @@ def _sample(key: str, parts: dict[str, bytes]) -> Sample | None:
     if ext is None or "txt" not in parts:
         return None
     try:
-        record = json.loads(parts["json"]) if "json" in parts else {}
+        record = loads_bounded(parts["json"], max_bytes=RECORD_BYTES) if "json" in parts else {}
         text = parts["txt"].decode("utf-8")
     except (ValueError, UnicodeDecodeError):
         return None

@@ -65,11 +65,15 @@ def test_raster_images_are_identified_by_their_bytes() -> None:
     assert inspect_image(out.getvalue()) == ImageInfo("image/gif", 3, 5)
 
 
-def test_svg_is_recognised_not_parsed() -> None:
-    # An entity bomb would explode if parsed; it is only recognised and stored.
+def test_svg_is_recognised_then_checked_without_expanding_entities() -> None:
+    # An entity bomb would explode if expanded: it is recognised as SVG, then refused.
     bomb = b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a "aaaa">]><svg>&a;&a;</svg>'
-    assert is_svg(b"<svg/>") and not is_svg(b"<html><svg/></html>")
-    assert inspect_image(bomb).mime == "image/svg+xml"
+    assert is_svg(b"<svg/>") and not is_svg(b"<html><svg/></html>") and is_svg(bomb)
+    with pytest.raises(ItemError) as e:
+        inspect_image(bomb)
+    assert kind(e) == "bad_svg"
+    good = b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10"><rect width="5"/></svg>'
+    assert inspect_image(good).mime == "image/svg+xml"
     # Heads that make a backtracking matcher take forever: a linear scan says no at once.
     for head in (b"<!-- -->" * 512, b"<!--" * 1024, b"<!DOCTYPE x [" + b"]" * 4000, b"<svgx>"):
         assert not is_svg(head)

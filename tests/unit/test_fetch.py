@@ -112,6 +112,23 @@ def build_app(state: list[Server], other_port: int) -> web.Application:
         await asyncio.wait_for(srv().stop.wait(), 5)
         return resp
 
+    async def drip(request: web.Request) -> web.StreamResponse:
+        # One byte per 0.1 s: never idle long enough for the socket read timeout.
+        resp = web.StreamResponse(headers={"Content-Length": "1000"})
+        await resp.prepare(request)
+        for _ in range(1000):
+            if srv().stop.is_set():
+                break
+            await resp.write(b"x")
+            await asyncio.sleep(0.1)
+        return resp
+
+    async def slow_hop(request: web.Request) -> web.Response:
+        # Each hop answers just under the per-attempt timeouts, then redirects on.
+        n = int(request.match_info["n"])
+        await asyncio.sleep(0.4)
+        raise web.HTTPFound(f"/slow-hop/{n + 1}")
+
     async def slow(request: web.Request) -> web.Response:
         s = srv()
         s.in_flight += 1
@@ -140,6 +157,8 @@ def build_app(state: list[Server], other_port: int) -> web.Application:
     app.router.add_get("/stall", stall)
     app.router.add_get("/stall-body", stall_body)
     app.router.add_get("/slow", slow)
+    app.router.add_get("/drip", drip)
+    app.router.add_get("/slow-hop/{n}", slow_hop)
     return app
 
 
@@ -248,6 +267,7 @@ async def test_allowlist_is_needed_for_the_test_server(
         "http://[::1]/",
         "http://[::ffff:127.0.0.1]/",
         "http://[::ffff:a9fe:a9fe]/",
+        "http://[::ffff:127.1]/",  # yarl takes this form; ipaddress does not
         "http://[64:ff9b::a9fe:a9fe]/",
         "http://[2002:7f00:1::]/",
         "http://169.254.169.254/latest/meta-data/",
@@ -468,3 +488,103 @@ async def test_per_host_concurrency_is_bounded(server: Server) -> None:
 )
 def test_is_public_address(address: str, public: bool) -> None:
     assert is_public_address(ip_address(address)) is public
+
+
+# One URL's deadline covers every attempt, backoff sleep and redirect hop. Bounds
+# are generous for a loaded 2-core machine; without the deadline each case below
+# takes 5 to 9 times as long.
+DEADLINE_S = 1.5
+MARGIN_S = 1.5
+
+
+async def timed_error(fetcher: SafeFetcher, url: str) -> tuple[ItemError, float]:
+    started = time.monotonic()
+    error = await fetch_error(fetcher, url)
+    return error, time.monotonic() - started
+
+
+async def test_a_dripping_body_is_cut_at_the_url_deadline(server: Server) -> None:
+    # Per attempt, 1.0 s total; five attempts would hold the slot for 5 s.
+    settings = settings_for(server, request_timeout_s=1.0, url_deadline_s=DEADLINE_S)
+    async with SafeFetcher(settings) as fetcher:
+        error, elapsed = await timed_error(fetcher, server.url("/drip"))
+    assert error.kind == "timeout"
+    assert error.retryable
+    assert "deadline" in error.message
+    assert DEADLINE_S - 0.1 <= elapsed < DEADLINE_S + MARGIN_S
+
+
+async def test_a_slow_redirect_chain_is_cut_at_the_url_deadline(server: Server) -> None:
+    # Every hop answers in 0.4 s, under the 1 s per-attempt limit; 9 hops take 3.6 s.
+    settings = settings_for(
+        server, request_timeout_s=1.0, max_redirects=9, url_deadline_s=DEADLINE_S
+    )
+    async with SafeFetcher(settings) as fetcher:
+        error, elapsed = await timed_error(fetcher, server.url("/slow-hop/0"))
+    assert error.kind == "timeout"
+    assert elapsed < DEADLINE_S + MARGIN_S
+    assert 1 <= fetcher.requests <= 5  # hops of 0.4 s: cut after at most four
+
+
+async def test_a_backoff_past_the_deadline_is_not_waited_for(server: Server) -> None:
+    # Retry-After asks for 30 s (the backoff cap); the URL has 1.5 s in all.
+    settings = settings_for(server, url_deadline_s=DEADLINE_S)
+    async with SafeFetcher(settings) as fetcher:
+        error, elapsed = await timed_error(fetcher, server.url("/flaky?retry_after=3600"))
+    assert error.kind == "http_status_retryable"
+    assert fetcher.requests == 1
+    assert elapsed < MARGIN_S
+
+
+@pytest.fixture
+async def raw_http() -> AsyncIterator[int]:
+    """A TCP server answering every request with a status line and then headers forever:
+    a flood as fast as it can write, or (path /slow) one header every 50 ms."""
+
+    answering: set[asyncio.Task[Any]] = set()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            answering.add(task)
+        request = await reader.readline()
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        try:
+            for n in range(100_000):
+                writer.write(b"X-Flood-%d: %s\r\n" % (n, b"v" * 100))
+                await writer.drain()
+                if b"/slow" in request:
+                    await asyncio.sleep(0.05)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+    for task in answering:
+        task.cancel()
+    await server.wait_closed()
+
+
+def raw_settings(port: int, **changes: Any) -> Settings:
+    return Settings(allow_hosts=(f"127.0.0.1:{port}",), backoff_base_s=0.01).replace(**changes)
+
+
+async def test_a_header_flood_is_refused_by_its_line_cap(raw_http: int) -> None:
+    # aiohttp stops reading after 128 header lines.
+    settings = raw_settings(raw_http, max_retries=0, url_deadline_s=30.0)
+    async with SafeFetcher(settings) as fetcher:
+        error, elapsed = await timed_error(fetcher, f"http://127.0.0.1:{raw_http}/flood")
+    assert error.kind == "connection"
+    assert elapsed < 10.0
+
+
+async def test_endless_slow_headers_are_cut_at_the_url_deadline(raw_http: int) -> None:
+    # One header per 50 ms: never idle for the read timeout; 128 lines take 6.4 s.
+    settings = raw_settings(raw_http, max_retries=4, url_deadline_s=DEADLINE_S)
+    async with SafeFetcher(settings) as fetcher:
+        error, elapsed = await timed_error(fetcher, f"http://127.0.0.1:{raw_http}/slow")
+    assert error.kind == "timeout"
+    assert elapsed < DEADLINE_S + MARGIN_S

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+import time
+import tracemalloc
 
 import pytest
 
-from tasks.ingest.ipfs import dagpb
+from tasks.ingest.ipfs import dagpb, verify
 from tasks.ingest.ipfs.car import read_car, write_car
 from tasks.ingest.ipfs.cid import CID, DAG_PB, IDENTITY, RAW
 from tasks.ingest.ipfs.dagpb import PBLink, UnixFSData
@@ -128,8 +130,9 @@ def test_a_root_that_understates_its_size_is_caught() -> None:
     links = [PBLink(leaf, "", len(leaf_blocks[leaf]))] * 4
     root, block = pb_block(links, UnixFSData(dagpb.TYPE_FILE, filesize=10, blocksizes=(1, 3, 3, 3)))
     car = car_of(root, {root: block, **leaf_blocks})
-    assert kind_of(car, root, max_bytes=CHUNK_SIZE) == "too_large"
-    assert kind_of(car, root, max_bytes=LIMIT) == "bad_car"  # size does not match the content
+    # Each child must hold the size its parent gives it: caught at the first child.
+    assert kind_of(car, root, max_bytes=CHUNK_SIZE) == "bad_car"
+    assert kind_of(car, root, max_bytes=LIMIT) == "bad_car"
 
 
 def test_a_dag_bomb_of_empty_nodes_is_refused() -> None:
@@ -150,3 +153,97 @@ def test_a_hamt_of_the_wrong_kind_is_refused() -> None:
     fs = UnixFSData(dagpb.TYPE_HAMT_SHARD, data=b"\x01", hash_type=0x12, fanout=256)
     root, block = pb_block([PBLink(file_cid, "00x", 1)], fs)
     assert kind_of(car_of(root, {root: block, **file_blocks}), root, "x") == "bad_car"
+
+
+def file_node(link: PBLink, count: int, size: int) -> tuple[CID, bytes]:
+    """A file node linking ``count`` times to one block, each link declaring ``size``.
+
+    Encoded by repeating one link's bytes: the same as encode_node, much faster."""
+    link_bytes = dagpb.encode_node([link], b"")[:-2]  # without its empty Data field
+    fs = UnixFSData(dagpb.TYPE_FILE, blocksizes=(size,) * count)
+    block = link_bytes * count + dagpb.encode_node([], dagpb.encode_unixfs(fs))
+    return CID.for_block(block, DAG_PB, 0), block
+
+
+def test_ten_thousand_links_to_one_block_fail_fast_in_bounded_memory() -> None:
+    one = CID.for_block(b"x", RAW, 1)
+    n = 10_000
+    # Consistent sizes, but 10,000 links for 10,000 bytes is past the link budget.
+    root, block = file_node(PBLink(one, "", 1), n, 1)
+    car = car_of(root, {root: block, one: b"x"})
+    tracemalloc.start()
+    started = time.process_time()
+    try:
+        assert kind_of(car, root) == "bad_car"
+        cpu = time.process_time() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert cpu < 5.0  # about 0.5 s on an idle core, under tracemalloc
+    assert peak < 20 * len(car)  # the decoded links of one node, nothing per visit
+
+
+def test_declared_sizes_are_checked_before_any_child_is_read() -> None:
+    one = CID.for_block(b"x", RAW, 1)
+    n = 2_000
+    # Links declared as 64 KiB each: past the cap, and no child is fetched to see it.
+    root, block = file_node(PBLink(one, "", 1), n, 1 << 16)
+    assert kind_of(car_of(root, {root: block}), root) == "too_large"
+
+
+def test_a_two_level_amplifier_is_refused() -> None:
+    # root -> 2,000 x inner -> 2,000 x one empty block: 4,000,000 visits unbounded.
+    empty = CID.for_block(b"", RAW, 1)
+    n = 2_000
+    inner, inner_block = file_node(PBLink(empty, "", 0), n, 0)
+    root, root_block = file_node(PBLink(inner, "", 0), n, 0)
+    car = car_of(root, {root: root_block, inner: inner_block, empty: b""})
+    started = time.process_time()
+    assert kind_of(car, root) == "bad_car"
+    assert time.process_time() - started < 2.0
+
+
+def test_links_decoded_from_one_car_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Distinct nodes, each within the walk's budget, together past the CAR's link
+    # cap (lowered here from 100,000 to keep the test fast).
+    monkeypatch.setattr(verify, "MAX_CAR_LINKS", 3_000)
+    chunk = bytes(64)  # 64 bytes per link keeps the walk itself within its budget
+    leaf = CID.for_block(chunk, RAW, 1)
+    inners = [file_node(PBLink(leaf, str(i), 64), 400, 64) for i in range(10)]
+    links = [PBLink(cid, "", 0) for cid, _ in inners]
+    fs = UnixFSData(dagpb.TYPE_FILE, blocksizes=(400 * 64,) * 10)
+    root, root_block = pb_block(links, fs)
+    car = car_of(root, {root: root_block, leaf: chunk, **dict(inners)})
+    assert kind_of(car, root) == "bad_car"  # 4,010 links decoded
+    monkeypatch.setattr(verify, "MAX_CAR_LINKS", 5_000)
+    assert file_from_car(car, root, "", LIMIT)[1] == chunk * 4000
+
+
+def test_a_child_must_hold_what_its_parent_declares() -> None:
+    big, big_blocks = add_bytes(bytes(CHUNK_SIZE), cid_version=1)
+    root, block = file_node(PBLink(big, "", CHUNK_SIZE), 3, 10)
+    assert kind_of(car_of(root, {root: block, **big_blocks}), root) == "bad_car"
+    links = [PBLink(big, "", CHUNK_SIZE)] * 2  # one blocksize per link, not none
+    root, block = pb_block(links, UnixFSData(dagpb.TYPE_FILE, filesize=2 * CHUNK_SIZE))
+    assert kind_of(car_of(root, {root: block, **big_blocks}), root) == "bad_car"
+
+
+def test_a_file_that_repeats_one_block_within_its_size_is_read() -> None:
+    # Deduplicated content (a file of repeated chunks) is legitimate.
+    chunk = b"ab" * 512
+    leaf = CID.for_block(chunk, RAW, 1)
+    root, block = file_node(PBLink(leaf, "", len(chunk)), 100, len(chunk))
+    car = car_of(root, {root: block, leaf: chunk})
+    assert file_from_car(car, root, "", LIMIT)[1] == chunk * 100
+
+
+def test_a_car_of_too_many_sections_is_bad(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each section costs the same however small its block: their number is capped
+    # (16,384; lowered here to keep the test fast).
+    monkeypatch.setattr(verify, "MAX_CAR_SECTIONS", 500)
+    data = [i.to_bytes(4, "big") for i in range(500)]
+    blocks = {CID.for_block(d, RAW, 1): d for d in data}
+    root = next(iter(blocks))
+    assert file_from_car(car_of(root, blocks), root, "", LIMIT)[1] == data[0]
+    extra = CID.for_block(b"one more", RAW, 1)
+    assert kind_of(car_of(root, {**blocks, extra: b"one more"}), root) == "bad_car"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
+from PIL import Image
 
 from tasks.core.errors import ItemError
 from tasks.core.s3 import StoredBlob
@@ -91,3 +93,38 @@ async def test_metadata_kept_when_the_image_stage_hits_a_bug() -> None:
     assert calls == ["application/json", "image/svg+xml"]
     assert (row.status, row.error_kind) == ("failed", "unexpected")
     assert row.metadata_key is not None and row.metadata_sha256 is not None
+
+
+async def test_stored_errors_are_printable_text() -> None:
+    # A revert's raw bytes, a terminal escape and a bidi override, as a node may relay them.
+    message = "call reverted: execution reverted: \x00\x07\x1b[2J\u202egnp.\ud800 ok é"
+    async with SafeFetcher(Settings()) as fetcher:
+        ctx = TokenContext(Settings(), fetcher, keep, "Loot", "0xloot")
+        row = await ingest_token(ctx, 9, ItemError("not_minted", message + "x" * 5000))
+    assert row.error is not None and row.error.isprintable()
+    assert row.error.startswith("call reverted: execution reverted: \\x00\\x07\\x1b[2J\\u202e")
+    assert "ok é" in row.error
+    assert len(row.error) < 1100
+
+
+@pytest.mark.parametrize("side", [128, 512], ids=["checked-in-place", "checked-in-a-thread"])
+async def test_a_truncated_image_fails_its_token(side: int) -> None:
+    out = io.BytesIO()
+    Image.effect_noise((side, side), 60).convert("RGB").save(out, format="JPEG")
+    cut = out.getvalue()[:-200]
+    uri = "data:application/json," + json.dumps(
+        {"image": "data:image/jpeg;base64," + base64.b64encode(cut).decode()}
+    )
+    async with SafeFetcher(Settings()) as fetcher:
+        ctx = TokenContext(Settings(), fetcher, keep, "Birds", "0xbirds")
+        row = await ingest_token(ctx, 1, uri)
+    assert (row.status, row.error_kind) == ("failed", "bad_image")
+    assert row.metadata_key is not None
+
+
+async def test_deeply_nested_metadata_fails_its_token() -> None:
+    uri = "data:application/json," + '{"a":' * 100_000 + "1" + "}" * 100_000
+    async with SafeFetcher(Settings()) as fetcher:
+        ctx = TokenContext(Settings(), fetcher, keep, "Birds", "0xbirds")
+        row = await ingest_token(ctx, 1, uri)
+    assert (row.status, row.error_kind) == ("failed", "bad_json")

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 
 from tasks.core.errors import ItemError
 from tasks.core.settings import Settings
-from tasks.ingest.uris import DataLocation, HttpLocation, IpfsLocation, Location, resolve_uri
+from tasks.ingest.uris import (
+    MAX_DATA_HEADER_CHARS,
+    DataLocation,
+    HttpLocation,
+    IpfsLocation,
+    Location,
+    resolve_uri,
+)
 
 S = Settings()
 V0 = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
@@ -201,3 +209,23 @@ def test_dot_segments_in_gateway_urls_are_resolved_like_a_browser() -> None:
 def test_token_id_must_fit_uint256() -> None:
     with pytest.raises(ValueError):
         resolve("https://a.example/{id}", token_id=-1)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "data:" + ";" * 4_000_000 + ",x",  # a header of millions of parameters
+        "data:image/png" + ";a=b" * 1_000_000,  # and no comma at all
+        "https://" + "a\u0301" * 4_000 + ".example/",  # combining marks for IDNA mapping
+    ],
+    ids=["data-header", "data-no-comma", "idna-marks"],
+)
+def test_hostile_long_input_is_refused_quickly(uri: str) -> None:
+    started = time.process_time()
+    assert error_of(uri).kind == "bad_uri"
+    assert time.process_time() - started < 1.0
+
+
+def test_data_header_up_to_its_cap_is_read() -> None:
+    header = "text/plain;" + "a=b;" * ((MAX_DATA_HEADER_CHARS - 20) // 4)
+    assert resolve(f"data:{header},hi") == DataLocation(b"hi", "text/plain")

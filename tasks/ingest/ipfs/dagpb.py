@@ -92,12 +92,14 @@ def encode_unixfs(u: UnixFSData) -> bytes:
     return bytes(out)
 
 
-def _fields(buf: bytes) -> list[tuple[int, int, int | bytes]]:
+def _fields(buf: bytes, max_fields: int | None = None) -> list[tuple[int, int, int | bytes]]:
     """Split a protobuf message into (field number, wire type, value); only varint and bytes."""
     out: list[tuple[int, int, int | bytes]] = []
     pos = 0
     try:
         while pos < len(buf):
+            if max_fields is not None and len(out) >= max_fields:
+                raise DecodeError(f"more than {max_fields} protobuf fields")
             key, pos = varint.decode(buf, pos, varint.PROTOBUF_MAX_BYTES)
             number, wire = key >> 3, key & 7
             if number == 0:
@@ -118,11 +120,16 @@ def _fields(buf: bytes) -> list[tuple[int, int, int | bytes]]:
     return out
 
 
-def decode_node(block: bytes) -> PBNode:
-    """Parse a dag-pb block following the spec's strict rules (links first, no unknown fields)."""
+def decode_node(block: bytes, max_links: int | None = None) -> PBNode:
+    """Parse a dag-pb block following the spec's strict rules (links first, no unknown fields).
+
+    Decoding costs about 30 us per link, so callers bounding their work pass
+    ``max_links``: past it, DecodeError before the links are decoded.
+    """
     links: list[PBLink] = []
     data: bytes | None = None
-    for number, wire, value in _fields(block):
+    max_fields = None if max_links is None else max_links + 1  # the links, then Data
+    for number, wire, value in _fields(block, max_fields):
         if number == 2 and wire == _LEN and isinstance(value, bytes):
             if data is not None:
                 raise DecodeError("dag-pb Links after Data")

@@ -56,14 +56,15 @@ def inline_block(cid: CID) -> bytes | None:
     return cid.digest if cid.hash_code == IDENTITY else None
 
 
-def decode(cid: CID, block: bytes) -> Node:
-    """Decode a block by its CID's codec (raw or dag-pb with UnixFS Data)."""
+def decode(cid: CID, block: bytes, max_links: int | None = None) -> Node:
+    """Decode a block by its CID's codec (raw or dag-pb with UnixFS Data), with at most
+    ``max_links`` links (UnixFSError past it)."""
     if cid.codec == RAW:
         return Node(cid, raw=block)
     if cid.codec != DAG_PB:
         raise UnixFSError(f"{cid}: unsupported codec 0x{cid.codec:x}")
     try:
-        pb = dagpb.decode_node(block)
+        pb = dagpb.decode_node(block, max_links)
         if pb.data is None:
             raise UnixFSError(f"{cid}: dag-pb node without UnixFS Data")
         return Node(cid, links=pb.links, unixfs=dagpb.decode_unixfs(pb.data))
@@ -116,10 +117,11 @@ def _hamt_find(get: Getter, node: Node, name: str, traversed: list[CID]) -> CID:
         except ValueError as e:
             raise UnixFSError(f"{node.cid}: {e}") from None
         child: CID | None = None
+        entry = label + name
         for link in node.links:
             if link.name == label:
                 child = link.cid
-            elif link.name == label + name:
+            elif link.name == entry:
                 return link.cid
         if child is None:
             raise PathNotFound(f"{name!r} not in sharded directory")
@@ -137,33 +139,54 @@ def _file_unixfs(node: Node) -> UnixFSData:
 
 
 def declared_size(node: Node) -> int:
-    """The file size a node claims, before we fetch any child."""
+    """The file size a node claims, before we fetch any child.
+
+    A dag-pb file node must be self-consistent: one blocksize per link, and a
+    filesize (when given) equal to its own data plus the blocksizes.
+    """
     if node.raw is not None:
         return len(node.raw)
     fs = _file_unixfs(node)
-    if fs.filesize is not None:
-        return fs.filesize
-    return len(fs.data or b"") + sum(fs.blocksizes)
+    if len(fs.blocksizes) != len(node.links):
+        raise UnixFSError(
+            f"{node.cid}: {len(node.links)} links but {len(fs.blocksizes)} blocksizes"
+        )
+    size = len(fs.data or b"") + sum(fs.blocksizes)
+    if fs.filesize is not None and fs.filesize != size:
+        raise UnixFSError(f"{node.cid}: filesize {fs.filesize} but its parts hold {size}")
+    return size
 
 
 def read_file(get: Getter, cid: CID, max_bytes: int) -> bytes:
-    """The bytes of the file at ``cid``; FileTooLarge past ``max_bytes`` (declared or actual)."""
+    """The bytes of the file at ``cid``; FileTooLarge past ``max_bytes`` (declared or actual).
+
+    The root's declared size is checked before any child is fetched, each child
+    must declare exactly the size its parent gives it, and every link followed
+    counts against a budget set by that size: a DAG that links one block many
+    times costs at most the budget, never more than its declared bytes.
+    """
     root = get(cid)
     size = declared_size(root)
     if size > max_bytes:
         raise FileTooLarge(f"{cid} declares {size} bytes, limit is {max_bytes}")
-    out = bytearray()
     budget = MIN_VISIT_BUDGET + size // BYTES_PER_VISIT
-    stack = [cid]  # depth first: a node's own data, then its children in order
+    out = bytearray()
+    # Depth first: a node's own data, then its children in order; each with the size
+    # its parent declared for it.
+    stack: list[tuple[CID, int]] = [(cid, size)]
     while stack:
-        budget -= 1
+        current, expected = stack.pop()
+        node = get(current)
+        if declared_size(node) != expected:
+            raise UnixFSError(f"{current} declares {declared_size(node)} bytes, not {expected}")
+        budget -= len(node.links)
         if budget < 0:
-            raise UnixFSError(f"{cid}: too many nodes for its size")
-        node = get(stack.pop())
+            raise UnixFSError(f"{cid}: more links than a file of {size} bytes needs")
         out += _own_data(node)
         if len(out) > max_bytes:
             raise FileTooLarge(f"{cid} holds more than {max_bytes} bytes")
-        stack.extend(link.cid for link in reversed(node.links))
+        sizes = node.unixfs.blocksizes if node.unixfs is not None else ()
+        stack.extend(zip((link.cid for link in reversed(node.links)), reversed(sizes), strict=True))
     if len(out) != size:
         raise UnixFSError(f"{cid} declares {size} bytes but holds {len(out)}")
     return bytes(out)

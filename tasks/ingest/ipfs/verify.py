@@ -24,6 +24,12 @@ _CACHE_MAX_BLOCK = 1024 * 1024  # kubo shards directories past 256 KiB
 _CACHE_MAX_BYTES = 32 * 1024 * 1024
 _cache_bytes = 0
 _cache_lock = threading.Lock()  # a Dask worker may run shards in several threads
+# Blocks in one gateway CAR: a 64 MiB file in kubo's 256 KiB chunks is about 260, and
+# this allows 4 KiB chunks on average. Bounds parsing to about 0.5 s and 6 MB.
+MAX_CAR_SECTIONS = 16_384
+# Links decoded from one CAR's blocks (about 30 us each): a 50,000-entry unsharded
+# directory (kubo before 0.12, blocks up to 2 MiB) plus a file's nodes fit.
+MAX_CAR_LINKS = 100_000
 
 
 def _cached(cid: CID) -> unixfs.Node | None:
@@ -54,14 +60,18 @@ def file_from_car(car: bytes, root: CID, path: str, max_bytes: int) -> tuple[CID
 
     ``path`` segments are entry names as stored (already percent-decoded).
     Raises ItemError: "cid_mismatch" (a block does not hash to its CID),
-    "bad_car" (malformed CAR or DAG, missing block or entry), "too_large".
+    "bad_car" (malformed CAR or DAG, missing block or entry), "too_large". What the
+    gateway got wrong (a malformed CAR, a missing or wrong block) is retryable;
+    what verified blocks say (a bad DAG, no such entry, too large) is not.
     """
-    _, blocks = read_car(car)
+    _, blocks = read_car(car, max_sections=MAX_CAR_SECTIONS)
     # Index by multihash: a gateway may label a block CIDv1 when we linked it as v0.
     by_hash = {cid.multihash: block for cid, block in blocks.items()}
     nodes: dict[CID, unixfs.Node] = {}
+    links_left = MAX_CAR_LINKS
 
     def get(cid: CID) -> unixfs.Node:
+        nonlocal links_left
         node = nodes.get(cid)
         if node is not None:
             return node
@@ -72,14 +82,16 @@ def file_from_car(car: bytes, root: CID, path: str, max_bytes: int) -> tuple[CID
         if block is None:
             block = by_hash.get(cid.multihash)
             if block is None:
-                raise ItemError("bad_car", f"block {cid} is missing from the CAR")
+                raise ItemError("bad_car", f"block {cid} is missing from the CAR", retryable=True)
             if not cid.digest_matches(block):
                 if cid.hash_code != SHA2_256:
                     raise ItemError(
                         "cid_mismatch", f"cannot verify hash 0x{cid.hash_code:x} of {cid}"
                     )
-                raise ItemError("cid_mismatch", f"block does not hash to {cid}")
-        node = nodes[cid] = unixfs.decode(cid, block)
+                # The gateway sent other bytes; the content behind the CID is still fine.
+                raise ItemError("cid_mismatch", f"block does not hash to {cid}", retryable=True)
+        node = nodes[cid] = unixfs.decode(cid, block, links_left)
+        links_left -= len(node.links)
         if node.is_directory:
             _remember(cid, node, len(block))
         return node
@@ -90,4 +102,4 @@ def file_from_car(car: bytes, root: CID, path: str, max_bytes: int) -> tuple[CID
     except unixfs.FileTooLarge as e:
         raise ItemError("too_large", str(e), verified=True) from None
     except (unixfs.UnixFSError, unixfs.PathNotFound) as e:
-        raise ItemError("bad_car", str(e)) from None
+        raise ItemError("bad_car", str(e), verified=True) from None  # the content's own fault
