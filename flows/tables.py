@@ -72,12 +72,19 @@ def tables(
         key="tables-split-notes",
         description="How the NFT1000 split's quirks were handled",
     )
-    return {"tokens": result.tokens, "described": result.described, "tables": result.rows}
+    return {
+        "tokens": result.tokens,
+        "described": result.described,
+        "left_out": result.left_out,
+        "tables": result.rows,
+    }
 
 
 def _describe(result: TablesResult, built: list[BlockResult]) -> str:
     return (
         f"nft1000/tables: {result.tokens} tokens ({result.described} with metadata) in "
         f"{result.collections} collections; {len(built)} token blocks rebuilt; "
-        f"{result.words} distinct words counted with CLIP's tokenizer"
+        f"{result.words} distinct words counted with CLIP's tokenizer; "
+        f"{result.left_out} token rows left out and {result.rows.get('problems', 0)} problems "
+        "recorded (see the problems table)"
     )

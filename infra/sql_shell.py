@@ -1,6 +1,6 @@
 """`nft1000 sql`: DuckDB SQL over the run's tables in S3, as views named after them.
 
-Views: tokens, traits, rarity, captions, prompts, splits, collection_splits,
+Views: tokens, traits, rarity, captions, prompts, splits, problems, collection_splits,
 manifests (sql/shell/views.sql), retrieval_results once nft1000/evaluate has run and cvi
 once nft1000/cvi has.
 A query given as an argument runs and prints; with none, statements are read

@@ -6,6 +6,7 @@ CREATE OR REPLACE VIEW rarity AS SELECT * FROM read_parquet(getvariable('tables'
 CREATE OR REPLACE VIEW captions AS SELECT * FROM read_parquet(getvariable('tables') || '/captions.parquet');
 CREATE OR REPLACE VIEW prompts AS SELECT * FROM read_parquet(getvariable('tables') || '/prompts.parquet');
 CREATE OR REPLACE VIEW splits AS SELECT * FROM read_parquet(getvariable('tables') || '/splits.parquet');
+CREATE OR REPLACE VIEW problems AS SELECT * FROM read_parquet(getvariable('tables') || '/problems.parquet');
 CREATE OR REPLACE VIEW collection_splits AS
     SELECT * FROM read_parquet(getvariable('tables') || '/collection_splits.parquet');
 CREATE OR REPLACE VIEW manifests AS

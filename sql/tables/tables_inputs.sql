@@ -1,7 +1,35 @@
--- The tokens files of a build (variable tokens_files: a list of parquet paths or a
--- glob), and the tokens whose metadata was read: the population of every table.
-CREATE OR REPLACE VIEW tokens AS
-SELECT * FROM read_parquet(getvariable('tokens_files'));
+-- The population of every table: the rows of the tokens files that sql/tables/token_rows.sql
+-- did not leave out (one per contract and token id), each named by its contract's one
+-- collection (contract_names(contract, collection), chosen in tasks/tables/build.py).
+-- listed_collection: the name the row's manifest gave.
+CREATE OR REPLACE VIEW named_rows AS
+SELECT n.collection, r.collection AS listed_collection,
+       r.* EXCLUDE (collection, filename, file_row_number)
+FROM token_rows AS r
+JOIN contract_names AS n ON n.contract = r.contract
+ANTI JOIN dropped AS d ON d.filename = r.filename AND d.file_row_number = r.file_row_number;
+
+CREATE OR REPLACE VIEW tokens AS SELECT * EXCLUDE (listed_collection) FROM named_rows;
+
+-- What a build found wrong, one row per token and problem: rows left out (kinds in
+-- sql/tables/token_rows.sql), a row whose manifest gave its contract another name
+-- (collection_name), and what the token's metadata made tasks/tables/tokens.py skip or
+-- change (metadata; collection_name for its collection name). Details never quote a
+-- token's metadata; ids, addresses and names are cut to their longest valid length.
+CREATE OR REPLACE VIEW problems AS
+SELECT coalesce(n.collection, left(d.collection, 200)) AS collection,
+       left(d.contract, 42) AS contract, left(d.token_id, 78) AS token_id, d.kind, d.detail
+FROM dropped AS d LEFT JOIN contract_names AS n ON n.contract = d.contract
+UNION ALL
+SELECT collection, contract, token_id, 'collection_name',
+       'its manifest names it ' || to_json(left(listed_collection, 200))
+FROM named_rows WHERE listed_collection <> collection
+UNION ALL
+SELECT collection, contract, token_id,
+       CASE WHEN starts_with(problem, 'collection: ') THEN 'collection_name' ELSE 'metadata' END,
+       problem
+FROM (SELECT collection, contract, token_id, unnest(problems) AS problem
+      FROM named_rows WHERE len(problems) > 0);
 
 CREATE OR REPLACE VIEW described AS
 SELECT

@@ -2,9 +2,10 @@
 -- metadata JSON (tasks/tables/tokens.py). Written per manifest block to
 -- tables/tokens/<contract>/<block>.parquet; every other table is built from these.
 CREATE OR REPLACE TABLE tokens (
-    collection   VARCHAR NOT NULL,
+    collection   VARCHAR NOT NULL,   -- cleaned, at most 200 characters, never empty
     contract     VARCHAR NOT NULL,   -- lowercase 0x address
     token_id     VARCHAR NOT NULL,   -- decimal text: ids go up to 2**256 - 1
+    fetched_at   TIMESTAMP WITH TIME ZONE NOT NULL,  -- the manifest row's
     name         VARCHAR,            -- metadata "name", cleaned (NULL when absent)
     description  VARCHAR,            -- metadata "description", cleaned and capped
     status       VARCHAR NOT NULL,   -- the manifest's: 'ok' or the failure's kind

@@ -6,9 +6,17 @@ tokens of each distinct word (tasks/tables/clip_tokens.py). Per-token tables are
 views that stream from the tokens files into their parquet output, so memory
 stays bounded by DuckDB's limit however many tokens there are.
 
+A contract is one collection, whatever names its manifest rows carry (a rename,
+or one run by registry name and one by address): its name is the registry's for
+its address (user registries first, as ingest looks names up), else the name its
+rows give (sql/tables/token_rows.sql says which), cleaned and capped as trait
+text is. Every row named otherwise, every row left out (a second row of a token,
+a malformed id) and every metadata problem is a row of ``problems``, never a
+failed build.
+
 Outputs under the root (an s3:// URL or a local folder):
 ``traits``, ``rarity``, ``captions``, ``prompts``, ``splits``,
-``collection_splits`` (each ``<name>.parquet``) and
+``collection_splits``, ``problems`` (each ``<name>.parquet``) and
 ``dashboards/<contract>.json`` (each collection's metadata_dashboard.json).
 """
 
@@ -17,6 +25,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +36,7 @@ from tasks.core.duck import connect
 from tasks.core.folders import Folder, open_folder
 from tasks.core.settings import Settings
 from tasks.core.sql import quote, run_sql, sql_text
+from tasks.ingest.registry import read_registry, registry_files
 from tasks.tables import clip_tokens
 from tasks.tables.splits import (
     Partitioning,
@@ -34,6 +44,7 @@ from tasks.tables.splits import (
     load_split_rules,
     register_collection_splits,
 )
+from tasks.tables.tokens import collection_name
 
 # Table name -> the query whose rows it holds.
 OUTPUTS = {
@@ -46,6 +57,7 @@ OUTPUTS = {
     "clip_tokens, truncated, traits_total, traits_kept FROM texts WHERE kind = 'prompt'",
     "splits": "SELECT * FROM splits",
     "collection_splits": "SELECT * FROM collection_splits ORDER BY collection",
+    "problems": "SELECT * FROM problems",
 }
 
 # Tables whose texts may be cut by CLIP, and the kind of text in each.
@@ -54,7 +66,8 @@ CUT_KINDS = {"captions": "caption", "prompts": "prompt"}
 
 @dataclass
 class TablesResult:
-    tokens: int = 0  # rows of tokens read
+    tokens: int = 0  # tokens in the tables (one row per contract and token id)
+    left_out: int = 0  # rows of the tokens files left out (problems say why)
     described: int = 0  # tokens whose metadata was read
     collections: int = 0
     words: int = 0  # distinct words whose CLIP tokens were counted
@@ -72,15 +85,20 @@ def build_tables(
     *,
     seed: int = 0,
     mini_per_collection: int = 1000,
+    registry_names: Mapping[str, str] | None = None,
 ) -> TablesResult:
-    """Build every table from the tokens files and write them under ``out``."""
+    """Build every table from the tokens files and write them under ``out``;
+    ``registry_names``: the registries' collection name by contract address."""
     result = TablesResult()
     if not out.url.startswith("s3://"):
         Path(out.url).mkdir(parents=True, exist_ok=True)  # COPY does not create folders
     clock = _Clock(result)
     con.execute("SET VARIABLE tokens_files = ?", [tokens_files])
     con.execute("SET VARIABLE context = ?", [clip_tokens.CONTEXT_LENGTH])
+    run_sql(con, "tables/token_rows")
+    _name_contracts(con, registry_names or {})
     run_sql(con, "tables/tables_inputs")
+    result.left_out = _one(con, "SELECT count(*) FROM dropped")[0]
     result.tokens, result.described = _one(con, "SELECT count(*), count(metadata_key) FROM tokens")
     clock.lap("read tokens")
 
@@ -118,6 +136,28 @@ def _one(con: duckdb.DuckDBPyConnection, query: str) -> tuple[int, ...]:
     return tuple(int(v) for v in row)
 
 
+def _name_contracts(con: duckdb.DuckDBPyConnection, registry_names: Mapping[str, str]) -> None:
+    """Fill ``contract_names(contract, collection)``: each contract's one collection name."""
+    rows = []
+    for contract, candidate in con.execute(
+        "SELECT contract, candidate FROM name_candidates"
+    ).fetchall():
+        name, _ = collection_name(registry_names.get(contract, candidate), contract)
+        rows.append({"contract": contract, "collection": name})
+    columns = {"contract": "VARCHAR", "collection": "VARCHAR"}
+    _load(con, "CREATE OR REPLACE TABLE contract_names AS", rows, columns)
+
+
+def registry_names(extra: Sequence[Path]) -> dict[str, str]:
+    """Collection name by contract address in the registries ingest names collections
+    from: the user's first, the built-in one last; the first that lists an address wins."""
+    names: dict[str, str] = {}
+    for path in registry_files(extra):
+        for entry in read_registry(path):
+            names.setdefault(entry.address, entry.name)
+    return names
+
+
 def _count_words(con: duckdb.DuckDBPyConnection) -> int:
     """Fill ``clip_words(word, tokens)`` for every distinct word of every text."""
     words = [w for (w,) in con.execute("SELECT word FROM words_to_count").fetchall()]
@@ -139,12 +179,7 @@ def _count_whole(con: duckdb.DuckDBPyConnection) -> int:
         total = clip_tokens.count(text) + 2
         kept = len(traits or [])
         if traits and total > clip_tokens.CONTEXT_LENGTH:
-            joiner = " " if kind == "caption" else ", "
-            kept = sum(
-                clip_tokens.count(f"{head} {joiner.join(traits[:i])}") + 2
-                <= clip_tokens.CONTEXT_LENGTH
-                for i in range(1, len(traits) + 1)
-            )
+            kept = _kept(head, " " if kind == "caption" else ", ", traits)
         rows.append(
             {"kind": kind, "contract": contract, "token_id": token_id, "method": method,
              "clip_tokens": total, "traits_kept": kept}
@@ -153,6 +188,18 @@ def _count_whole(con: duckdb.DuckDBPyConnection) -> int:
     columns |= {"clip_tokens": "INTEGER", "traits_kept": "BIGINT"}
     _load(con, "INSERT INTO whole_counted BY NAME", rows, columns)
     return len(rows)
+
+
+def _kept(head: str, joiner: str, traits: list[str]) -> int:
+    """Traits whose text fits CLIP's context: a longer text never takes fewer tokens,
+    so counting stops at the first that does not (at most 76 counts of short texts)."""
+    kept = 0
+    while kept < len(traits):
+        text = f"{head} {joiner.join(traits[: kept + 1])}"
+        if clip_tokens.count(text) + 2 > clip_tokens.CONTEXT_LENGTH:
+            break
+        kept += 1
+    return kept
 
 
 def _load(
@@ -213,6 +260,7 @@ def build_run_tables(settings: Settings, seed: int, mini_per_collection: int) ->
             rules,
             seed=seed,
             mini_per_collection=mini_per_collection,
+            registry_names=registry_names(settings.registries),
         )
     finally:
         con.close()

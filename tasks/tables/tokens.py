@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,19 @@ from tasks.core.errors import ItemError
 from tasks.core.s3 import ObjectStore
 from tasks.core.sql import run_sql
 from tasks.ingest.manifest import ManifestRow, from_parquet, valid_text
-from tasks.tables.traits import Trait, clean_text, is_visual, normalise_traits
+from tasks.tables.traits import READ_FACTOR, Trait, clean_capped, is_visual, normalise_traits
 
 MAX_NAME = 256  # characters kept of a token's name
 MAX_DESCRIPTION = 2000  # and of its description; captions use far less
+MAX_COLLECTION = 200  # and of a collection's name (registry names are under 60)
+# Characters kept of a token id or contract: more than either has (78 and 42), so one cut
+# here is still malformed, and the tables build leaves it out as such.
+MAX_ID = 100
 _ETAG = "source-etag"  # S3 user metadata of a tokens file: its manifest's ETag
+# S3 user metadata of a tokens file: the version of sql/tables/tokens.sql it was written
+# with. A file of an older version is rebuilt, so every tokens file has every column.
+_SCHEMA = "tokens-schema"
+SCHEMA_VERSION = "2"  # 2: fetched_at; collection names cleaned and capped
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class TokenRecord:
     collection: str
     contract: str
     token_id: str
+    fetched_at: datetime  # the manifest row's: which of two rows for a token is newer
     name: str | None
     description: str | None
     status: str
@@ -72,11 +82,15 @@ def token_record(row: ManifestRow, metadata: bytes | None) -> TokenRecord:
             traits, problems = found.traits, problems + list(found.problems)
     elif row.metadata_key is not None:
         problems.append("metadata: stored blob is missing")
+    collection, renamed = collection_name(row.collection, row.contract)
+    if renamed is not None:
+        problems.append(f"collection: {renamed}")
     ok = row.status == "ok"
     return TokenRecord(
-        collection=row.collection,
-        contract=row.contract,
-        token_id=row.token_id,
+        collection=collection,
+        contract=row.contract[:MAX_ID],
+        token_id=row.token_id[:MAX_ID],
+        fetched_at=row.fetched_at,
         name=name,
         description=description,
         status=row.status,
@@ -100,16 +114,30 @@ def _field(metadata: dict[str, Any], key: str, limit: int, problems: list[str]) 
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
         problems.append(f"{key}: not text, ignored")
         return None
-    text = clean_text(valid_text(str(raw)))
-    if len(text) > limit:
+    text, cut = clean_capped(valid_text(str(raw)[: READ_FACTOR * limit + 1]), limit)
+    if cut:
         problems.append(f"{key}: cut to {limit} characters")
-        text = text[:limit].rstrip()
     return text or None
+
+
+def collection_name(raw: str, contract: str) -> tuple[str, str | None]:
+    """A collection's name as the tables show it: cleaned as trait text is and cut to
+    MAX_COLLECTION characters, else (nothing left) the contract address; and what was
+    done to it, if anything more than cleaning."""
+    name, cut = clean_capped(valid_text(raw), MAX_COLLECTION)
+    if not name:
+        return contract, "name is empty once cleaned, the contract address is used"
+    return name, f"name cut to {MAX_COLLECTION} characters" if cut else None
 
 
 def _jsonable(record: TokenRecord) -> dict[str, Any]:
     return {
-        **{k: v for k, v in record.__dict__.items() if k not in ("traits", "problems")},
+        **{
+            k: v
+            for k, v in record.__dict__.items()
+            if k not in ("traits", "problems", "fetched_at")
+        },
+        "fetched_at": record.fetched_at.isoformat(),
         "traits": [
             {
                 "trait_type": t.trait_type,
@@ -175,7 +203,12 @@ def build_block(
         raise FileNotFoundError(f"manifest {manifest_key} is gone")
     etag = head.etag
     built = store.head(target)
-    if not force and built is not None and built.metadata.get(_ETAG) == etag:
+    stamp = {_ETAG: etag, _SCHEMA: SCHEMA_VERSION}
+    if (
+        not force
+        and built is not None
+        and all(built.metadata.get(k) == v for k, v in stamp.items())
+    ):
         return BlockResult(manifest_key, 0, skipped=True, problems=0)
     body = store.get(manifest_key, if_match=etag)
     if body is None:
@@ -187,7 +220,7 @@ def build_block(
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tokens.parquet"
         write_parquet(records, path)
-        store.put(target, path.read_bytes(), metadata={_ETAG: etag})
+        store.put(target, path.read_bytes(), metadata=stamp)
     return BlockResult(
         manifest_key, len(records), skipped=False, problems=sum(1 for r in records if r.problems)
     )

@@ -21,7 +21,11 @@ token's own text). Decisions:
 - Text is NFC-normalised, stripped of control and format characters (ZWJ and
   ZWNJ stay: emoji and scripts need them), whitespace collapsed. None-like
   values (null, "", "none", "null", "n/a", "-") are dropped; longer text is cut
-  to ``MAX_TEXT`` characters. At most ``MAX_TRAITS`` traits per token.
+  to ``MAX_TEXT`` characters. At most ``MAX_TRAITS`` traits per token, read from
+  at most ``MAX_ITEMS`` items (and as many elements of each list value).
+- Cost is bounded by the caps, never by the text: only the first
+  ``READ_FACTOR * MAX_TEXT`` characters of a string are read, and runs of
+  combining marks are cut to 30 before normalising (tasks/tables/normalise.py).
 """
 
 from __future__ import annotations
@@ -33,10 +37,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.tables.normalise import bounded_normalize
+
 TRAIT_KEYS = ("attributes", "traits", "features")
 MAX_TEXT = 256  # characters in a trait type, value or display type
+READ_FACTOR = 4  # clean_text reads at most this many times its limit of the raw text
 MAX_TRAITS = 100  # per token; real collections have a few dozen at most
 MAX_PROBLEMS = 20  # listed per token; the rest are counted in one last entry
+MAX_ITEMS = 1000  # items and list-value elements read per token: a bound on the work
 NO_TRAIT_TYPE = ""
 
 _TYPE_KEYS = ("trait_type", "type", "key", "name", "trait")
@@ -135,7 +143,8 @@ def is_visual(trait: Trait) -> bool:
 
 
 class _Builder:
-    """Collects traits up to MAX_TRAITS and problems up to MAX_PROBLEMS."""
+    """Collects traits up to MAX_TRAITS, from up to MAX_ITEMS items, and problems up to
+    MAX_PROBLEMS."""
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -143,6 +152,16 @@ class _Builder:
         self.problems: list[str] = []
         self.unlisted = 0
         self.full = False
+        self.read = 0  # items and list elements taken, up to MAX_ITEMS
+        self.over_read = False
+
+    def take(self) -> bool:
+        """Count one more item or element read; False once MAX_ITEMS were, to stop."""
+        if self.read >= MAX_ITEMS:
+            self.over_read = True
+            return False
+        self.read += 1
+        return True
 
     def problem(self, text: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -165,11 +184,15 @@ class _Builder:
             problems.append(f"{self.unlisted} more problems not listed")
         if self.full:
             problems.append(f"{self.key}: over {MAX_TRAITS} traits, kept the first {MAX_TRAITS}")
+        if self.over_read:
+            problems.append(f"{self.key}: over {MAX_ITEMS} items and elements, read the first")
         return Traits(tuple(self.traits), tuple(problems))
 
 
 def _read_list(key: str, items: list[Any], out: _Builder) -> None:
     for i, item in enumerate(items):
+        if not out.take():
+            return
         where = f"{key}[{i}]"
         if isinstance(item, Mapping):
             trait_type = _trait_type(where, _first(item, _TYPE_KEYS), out)
@@ -186,6 +209,8 @@ def _read_list(key: str, items: list[Any], out: _Builder) -> None:
 
 def _read_object(key: str, items: Mapping[Any, Any], out: _Builder) -> None:
     for i, (name, value) in enumerate(items.items()):
+        if not out.take():
+            return
         where = f"{key}[{i}]"
         if not _add_values(where, _trait_type(where, name, out), value, None, out):
             return
@@ -203,7 +228,7 @@ def _first(item: Mapping[Any, Any], keys: tuple[str, ...]) -> Any:
 def _add_values(
     where: str, trait_type: str, raw: Any, display_type: str | None, out: _Builder
 ) -> bool:
-    """Add one trait per usable value; False once the trait cap stops reading."""
+    """Add one trait per usable value; False once a cap (traits, items read) stops reading."""
     if not isinstance(raw, list):
         value = _text(where, "value", raw, out)
         return value is None or out.add(Trait(trait_type, value, display_type))
@@ -212,6 +237,8 @@ def _add_values(
         return True
     out.problem(f"{where}: value is a list, one trait per element")
     for j, element in enumerate(raw):
+        if not out.take():
+            return False
         value = _text(f"{where}[{j}]", "value", element, out)
         if value is not None and not out.add(Trait(trait_type, value, display_type)):
             return False
@@ -241,13 +268,12 @@ def _display_type(where: str, raw: Any, out: _Builder) -> str | None:
 def _text(where: str, field: str, raw: Any, out: _Builder) -> str | None:
     """Clean text for a scalar, or None (with the reason recorded) if it is unusable."""
     if isinstance(raw, str):
-        text = clean_text(raw)
+        text, cut = clean_capped(raw, MAX_TEXT)
         if _is_none_like(text):
             out.problem(f"{where}: {field} is empty or none-like")
             return None
-        if len(text) > MAX_TEXT:
+        if cut:
             out.problem(f"{where}: {field} cut to {MAX_TEXT} characters")
-            text = text[:MAX_TEXT].rstrip()
         return text
     if isinstance(raw, bool):
         return "true" if raw else "false"
@@ -273,8 +299,14 @@ def _number_text(number: int | float) -> str | None:
     return text if len(text) <= MAX_TEXT else None
 
 
-def clean_text(text: str) -> str:
-    """NFC, no control or format characters, single spaces, no outer whitespace."""
+def clean_text(text: str, limit: int = MAX_TEXT) -> str:
+    """NFC, no control or format characters, single spaces, no outer whitespace.
+
+    Reads at most ``READ_FACTOR * limit`` characters, so its cost is bounded by the
+    limit, never by the text: the caller cuts the result to ``limit`` (cleaning
+    seldom drops more than that factor).
+    """
+    text = text[: READ_FACTOR * limit]
     if not text.isprintable():  # fast path: printable text has no controls or odd spaces
         text = "".join(
             c
@@ -283,7 +315,14 @@ def clean_text(text: str) -> str:
             or c in _KEPT_FORMAT_CHARS
             or unicodedata.category(c) not in _DROPPED_CATEGORIES
         )
-    return " ".join(unicodedata.normalize("NFC", text).split())
+    return " ".join(bounded_normalize("NFC", text, len(text)).split())
+
+
+def clean_capped(raw: str, limit: int) -> tuple[str, bool]:
+    """Clean text of at most ``limit`` characters, and whether any of ``raw`` was cut."""
+    text = clean_text(raw, limit)
+    cut = len(raw) > READ_FACTOR * limit or len(text) > limit
+    return (text[:limit].rstrip() if len(text) > limit else text), cut
 
 
 def _is_none_like(text: str) -> bool:

@@ -26,11 +26,11 @@ from infra.stack import LOOT_ARCHIVE, MOONBIRDS_ARCHIVE
 from tasks.core import duck
 from tasks.core.folders import LocalFolder
 from tasks.export.items import export_items
-from tasks.ingest.manifest import ManifestRow
 from tasks.tables.build import TablesResult, build_tables
 from tasks.tables.splits import Partitioning, load_split_rules, split_for
-from tasks.tables.tokens import TokenRecord, token_record, write_parquet
+from tasks.tables.tokens import TokenRecord, write_parquet
 from tasks.train.masks import draw as masking
+from tests.data.token_rows import record
 
 MOONBIRDS = "0x23581767a106ae21c074b2276d25e5c3e136a68b"
 LOOT = "0xff9c1b15b16263c61d017ee9f65c50e4ae0113d7"
@@ -39,7 +39,7 @@ BIRDS = 300  # Moonbirds ids 0..299
 BAGS = 50  # Loot ids 1..50
 MINI = 100  # mini subset per collection in these builds: below the Moonbirds count
 CONTEXT = 77  # CLIP's context, start and end tokens included
-TABLES = ("traits", "rarity", "captions", "prompts", "splits", "collection_splits")
+TABLES = ("traits", "rarity", "captions", "prompts", "splits", "collection_splits", "problems")
 _MEMBER = re.compile(r"moonbirds/metadata/(\d+)\.json")
 
 Row = dict[str, Any]
@@ -90,23 +90,6 @@ def count() -> Count:
 
 
 # Building tables.
-
-
-def _record(
-    collection: str, contract: str, token_id: int | str, metadata: bytes | None
-) -> TokenRecord:
-    """A token's row as build_block makes it; no metadata means its fetch failed."""
-    row = ManifestRow(
-        collection,
-        contract,
-        str(token_id),
-        metadata_key=None if metadata is None else f"blobs/meta-{contract}-{token_id}",
-        image_key=None if metadata is None else f"blobs/image-{contract}-{token_id}",
-        mime=None if metadata is None else "image/png",
-        status="ok" if metadata is not None else "failed",
-        error_kind=None if metadata is not None else "http_status",
-    )
-    return token_record(row, metadata)
 
 
 def _write_tokens(folder: Path, blocks: dict[str, list[TokenRecord]]) -> list[str]:
@@ -163,8 +146,8 @@ def real(
 ) -> Built:
     """Tables of the real Moonbirds and Loot tokens, from three tokens files."""
     root = tmp_path_factory.mktemp("real")
-    birds = [_record("Moonbirds", MOONBIRDS, i, meta) for i, meta in sorted(moonbirds.items())]
-    bags = [_record(LOOT_NAME, LOOT, i, meta) for i, meta in sorted(loot.items())]
+    birds = [record("Moonbirds", MOONBIRDS, i, meta) for i, meta in sorted(moonbirds.items())]
+    bags = [record(LOOT_NAME, LOOT, i, meta) for i, meta in sorted(loot.items())]
     files = _write_tokens(root / "tokens", {"mb-a": birds[:150], "mb-b": birds[150:], "loot": bags})
     result = _build(files, root / "tables", partitioning)
     return Built(root / "tokens", root / "tables", result)
@@ -507,7 +490,7 @@ def test_token_counts_are_exact_on_adversarial_metadata(
 ) -> None:
     rng = random.Random(20240611)
     blocks = {
-        name: [_record(name, contract, i, adversarial_metadata(rng)) for i in range(150)]
+        name: [record(name, contract, i, adversarial_metadata(rng)) for i in range(150)]
         for name, contract in ((ODD, "0x" + "a" * 40), ("Plain Cats", "0x" + "b" * 40))
     }
     _write_tokens(tmp_path / "tokens", {"odd": blocks[ODD], "cats": blocks["Plain Cats"]})
@@ -533,7 +516,7 @@ def test_exports_carry_the_traits_the_masking_draw_rebuilds_captions_from(
     """Dynamic masking rebuilds a caption from the traits it keeps; with every trait
     kept that must be the tables' visual_template caption, byte for byte."""
     rng = random.Random(7)
-    records = [_record(ODD, "0x" + "c" * 40, i, adversarial_metadata(rng)) for i in range(200)]
+    records = [record(ODD, "0x" + "c" * 40, i, adversarial_metadata(rng)) for i in range(200)]
     tables = tmp_path / "tables"
     _write_tokens(tables / "tokens" / "odd", {"block": records})
     _build(str(tables / "tokens" / "*" / "*.parquet"), tables, partitioning)
@@ -560,8 +543,8 @@ def test_a_holdout_takes_a_seeded_draw_of_each_train_collection(
         "test",
     )
     blocks = {
-        "moonbirds": [_record("Moonbirds", trained, i, _hat(str(i % 7))) for i in range(60)],
-        "azuki": [_record("0xAzuki", tested, i, _hat(str(i % 5))) for i in range(20)],
+        "moonbirds": [record("Moonbirds", trained, i, _hat(str(i % 7))) for i in range(60)],
+        "azuki": [record("0xAzuki", tested, i, _hat(str(i % 5))) for i in range(20)],
     }
     tables = tmp_path / "tables"
     _write_tokens(tables / "tokens" / "all", blocks)
@@ -613,16 +596,16 @@ def _edge_records() -> dict[str, list[TokenRecord]]:
         ],
     }
     edge = [
-        _record("Edge", EDGE, 1, None),  # never fetched
-        _record("Edge", EDGE, 2, json.dumps(ledger).encode()),
-        _record("Edge", EDGE, 3, b"{}"),
-        _record("Edge", EDGE, 4, b'{"name": "cut'),  # unreadable JSON: a problem, no text
-        _record("Edge", EDGE, 5, b'{"description": "Only words here"}'),
-        _record("Edge", EDGE, 6, b'{"attributes": [{"trait_type": "Hat", "value": "Red"}]}'),
+        record("Edge", EDGE, 1, None),  # never fetched
+        record("Edge", EDGE, 2, json.dumps(ledger).encode()),
+        record("Edge", EDGE, 3, b"{}"),
+        record("Edge", EDGE, 4, b'{"name": "cut'),  # unreadable JSON: a problem, no text
+        record("Edge", EDGE, 5, b'{"description": "Only words here"}'),
+        record("Edge", EDGE, 6, b'{"attributes": [{"trait_type": "Hat", "value": "Red"}]}'),
     ]
     twins = [
-        *(_record("Twins", TWIN_A, i, _hat("Red")) for i in (1, 2, 3)),
-        *(_record("Twins", TWIN_B, i, _hat("Blue")) for i in (1, 2)),
+        *(record("Twins", TWIN_A, i, _hat("Red")) for i in (1, 2, 3)),
+        *(record("Twins", TWIN_B, i, _hat("Blue")) for i in (1, 2)),
     ]
     return {"edge": edge, "twins": twins}
 
@@ -695,7 +678,7 @@ def test_a_rerun_writes_identical_tables(
     tmp_path: Path, partitioning: Partitioning, moonbirds: dict[int, bytes]
 ) -> None:
     records = _edge_records()
-    records["birds"] = [_record("Moonbirds", MOONBIRDS, i, m) for i, m in moonbirds.items()]
+    records["birds"] = [record("Moonbirds", MOONBIRDS, i, m) for i, m in moonbirds.items()]
     files = _write_tokens(tmp_path / "tokens", records)
     # Threads add up floats in whatever order they finish; more of them than cores
     # makes that order vary from run to run, as it does between machines.
