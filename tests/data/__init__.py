@@ -8,6 +8,9 @@
   (mask tests, ``bench.experiments.masks``).
 - ``moonbird_shards``: real Moonbirds as WebDataset shards with masks, prepared once
   and cached (``bench.train``, ``bench.evaluate``, ``bench.cvi``, the masking experiment).
+- ``token_rows``: tokens-file rows as build_block makes them (tables tests).
+- ``hostile``: the hostile corpus, generated in code at run time, and its crash-proof
+  runner (``tests/slow/test_hostile.py``, ``bench.hostile``).
 - ``local_s3``: a private SeaweedFS to prepare them in, and boto3 signing as a local
   stack's identity without editing os.environ (``bench.ingest``).
 """
