@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import tarfile
@@ -9,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -18,6 +20,7 @@ from infra.gateway import CAR_TYPE, RAW_TYPE, make_app
 from infra.process import free_port, running
 from infra.stack import MOONBIRDS_ARCHIVE as ARCHIVE
 from infra.stack import StackConfig, gateway_spec
+from tasks.core.errors import ItemError
 from tasks.ingest.ipfs.car import read_car
 from tasks.ingest.ipfs.cid import CID
 from tasks.ingest.ipfs.importer import add_directory
@@ -149,3 +152,30 @@ async def test_in_process_gateway_resolves_hamt_folders() -> None:
         assert file_from_car(car, root, "77.png", 100)[1] == b"bird 77"
         assert len(read_car(car)[1]) < 10  # the shards on the path, not the whole folder
         assert (await client.get(f"/ipfs/{root}/10000.png")).status == 404
+
+
+def test_fault_options_put_on_storms_and_cut_cars(gateway: Gateway, tmp_path: Path) -> None:
+    """The command line bench/faults.py starts: half 429 with Retry-After, the rest cut short."""
+    cfg = StackConfig(home=gateway.content.car_path.parent.parent, gateway_port=free_port())
+    spec = gateway_spec(cfg)
+    requests = tmp_path / "requests.jsonl"
+    flags = ["--fault-status", "429", "--fault-fraction", "0.5", "--fault-retry-after", "3"]
+    flags += ["--truncate-fraction", "1", "--request-log", str(requests)]
+    faulty = dataclasses.replace(spec, name="gateway-faulty", argv=[*spec.argv, *flags])
+    images = CID.parse(gateway.content.images_cid)
+    with running(faulty):
+        replies = [
+            fetch(f"http://127.0.0.1:{cfg.gateway_port}/ipfs/{images}/{i}.png?format=car")
+            for i in range(20)
+        ]
+    storm = [r for r in replies if r.status == 429]
+    cut = [r for r in replies if r.status == 200]
+    assert storm and cut and len(storm) + len(cut) == 20
+    assert all(r.headers["Retry-After"] == "3" for r in storm)
+    for r in cut:
+        with pytest.raises(ItemError, match="bad_car"):
+            file_from_car(r.body, images, "0.png", LIMIT)
+    logged = [json.loads(line) for line in requests.read_text().splitlines()]
+    assert [(e["status"], e["fault"]) for e in logged] == [
+        (r.status, "429" if r.status == 429 else "truncated") for r in replies
+    ]
