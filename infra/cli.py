@@ -1,6 +1,7 @@
 """The ``nft1000`` command: one entry point for the local stack and the demo.
 
     nft1000 stack up|down|status|env [--home H] [--s3-port N ...]
+    NFT1000_PREFECT_DB=postgres nft1000 stack up    # Prefect's database in PostgreSQL
     eval "$(nft1000 stack env)"
     nft1000 deploy | demo | summary [--home H]
 
@@ -29,8 +30,9 @@ Run = Callable[[argparse.Namespace], int]
 
 
 def _stack_config(args: argparse.Namespace) -> stack.StackConfig:
-    """The config `up` saved in the home, with any flags given on top."""
-    saved = stack.load_config(args.home)
+    """The config `up` saved in the home, then this shell's switches
+    (NFT1000_PREFECT_DB), then any flags given on top."""
+    saved = stack.with_environment(stack.load_config(args.home), os.environ)
     changes = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(stack.StackConfig)
@@ -94,7 +96,12 @@ def _configure_stack(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_stack(args: argparse.Namespace) -> int:
-    return STACK_ACTIONS[args.action](_stack_config(args))
+    try:
+        cfg = _stack_config(args)
+    except ValueError as e:  # a switch or flag out of range
+        print(e, file=sys.stderr)
+        return 2
+    return STACK_ACTIONS[args.action](cfg)
 
 
 def _configure_home(parser: argparse.ArgumentParser) -> None:
@@ -130,7 +137,12 @@ def _print_summary(env: dict[str, str]) -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     """Start the stack, register deployments, run every stage on the demo; see infra.demo."""
-    return demo.run_demo(stack.load_config(args.home), lambda: stack.pipeline_env(args.home))
+    try:
+        cfg = stack.with_environment(stack.load_config(args.home), os.environ)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    return demo.run_demo(cfg, lambda: stack.pipeline_env(args.home))
 
 
 def _configure_collections(parser: argparse.ArgumentParser) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class ServiceError(RuntimeError):
@@ -36,6 +38,7 @@ class ServiceSpec:
     ready_check: Callable[[], bool] | None = None
     timeout_s: float = 60.0
     stop_signal: int = signal.SIGTERM
+    user: str | None = None  # run as this OS user (needs root): for servers that refuse root
 
     @property
     def pid_file(self) -> Path:
@@ -110,6 +113,7 @@ def start(spec: ServiceSpec) -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopped as a whole
+            **as_user(spec.user),
         )
     spec.pid_file.write_text(str(proc.pid))
     if not _wait_ready(spec, proc):
@@ -117,6 +121,14 @@ def start(spec: ServiceSpec) -> int:
         tail = spec.log_file.read_text(errors="replace")[-2000:]
         raise ServiceError(f"{spec.name} did not become ready in {spec.timeout_s}s:\n{tail}")
     return proc.pid
+
+
+def as_user(user: str | None) -> dict[str, Any]:
+    """Popen arguments that run a child as ``user``, with its own group and none of ours."""
+    if user is None:
+        return {}
+    account = pwd.getpwnam(user)
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
 
 def _wait_ready(spec: ServiceSpec, proc: subprocess.Popen[bytes] | None) -> bool:

@@ -1,5 +1,8 @@
 """The local stack: S3 (SeaweedFS), Prefect, Dask, anvil and the demo gateway on 127.0.0.1.
 
+The Prefect server keeps its database in SQLite, or with ``NFT1000_PREFECT_DB=postgres``
+in a PostgreSQL cluster the stack starts too (``infra.postgres``).
+
 Everything lives in one state folder (data, PID and log files, the demo registry,
 ``stack.env``), and every service is started and stopped by PID through
 ``infra.process``, so ``up`` is idempotent and ``down`` stops exactly what ``up``
@@ -31,6 +34,7 @@ import botocore.exceptions
 
 from infra.demo_chain import anvil_spec, compile_contracts, deploy_demo, read_loot_uris
 from infra.demo_content import build_moonbirds
+from infra.postgres import Cluster, ensure_cluster, postgres_spec, require_bindir
 from infra.process import ServiceSpec, free_port, read_pid, start, stop
 from tasks.train.model_configs import TINY_ARCHITECTURE
 
@@ -52,6 +56,14 @@ MODEL_KEYS = ("NFT1000_MODEL", "NFT1000_PRETRAINED", "NFT1000_TRAIT_LAYERS")
 # The filer drains its gRPC streams for up to 15 s on SIGINT; give it that, then some.
 S3_STOP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
+# A server that just started runs its first scheduler passes: on a busy machine it
+# answers the work-pool calls in seconds, not milliseconds (5 s timed out on 2 cores).
+POOL_TIMEOUT_S = 30.0
+# The Prefect server's database: the switch, read from the environment of `stack up`.
+PREFECT_DB_ENV = "NFT1000_PREFECT_DB"
+SQLITE = "sqlite"
+POSTGRES = "postgres"
+PREFECT_DBS = (SQLITE, POSTGRES)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +87,7 @@ class StackConfig:
     dask_dashboard_port: int = 8787
     anvil_port: int = 8545
     gateway_port: int = 8899
+    postgres_port: int = 5432  # used only when prefect_db is postgres
     dask_workers: int = 2
     moonbirds_count: int = 10_000
     loot_count: int = 1_000
@@ -83,8 +96,14 @@ class StackConfig:
     bucket: str = "nft1000"
     work_pool: str = "ingest"
     gpu_work_pool: str = "gpu"
+    prefect_db: str = SQLITE  # the Prefect server's database: sqlite or postgres
 
     def __post_init__(self) -> None:
+        if self.prefect_db not in PREFECT_DBS:
+            raise ValueError(
+                f"the Prefect database ({PREFECT_DB_ENV}) is one of "
+                f"{', '.join(PREFECT_DBS)}, not {self.prefect_db!r}"
+            )
         # Absolute paths: they go into stack.env and into services with another cwd.
         for name in ("home", "moonbirds_archive", "loot_archive"):
             object.__setattr__(self, name, Path(getattr(self, name)).resolve())
@@ -117,6 +136,10 @@ class StackConfig:
     def dask_address(self) -> str:
         return f"tcp://{HOST}:{self.dask_scheduler_port}"
 
+    @property
+    def postgres(self) -> Cluster:
+        return Cluster(self.home / "postgres", self.services_dir, self.postgres_port)
+
 
 def port_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(StackConfig) if f.name.endswith("_port")]
@@ -138,6 +161,12 @@ def load_config(home: Path) -> StackConfig:
     defaults = StackConfig()
     types = {f.name: type(getattr(defaults, f.name)) for f in dataclasses.fields(StackConfig)}
     return StackConfig(**{k: types[k](v) for k, v in data.items() if k in types})
+
+
+def with_environment(cfg: StackConfig, environ: Mapping[str, str]) -> StackConfig:
+    """``cfg`` with the switches the calling shell sets: NFT1000_PREFECT_DB."""
+    chosen = environ.get(PREFECT_DB_ENV, "").strip().lower()
+    return dataclasses.replace(cfg, prefect_db=chosen) if chosen else cfg
 
 
 def stack_env(cfg: StackConfig) -> dict[str, str]:
@@ -198,10 +227,10 @@ def _python_env() -> dict[str, str]:
     return {"PYTHONPATH": f"{PROJECT_ROOT}{os.pathsep}{path}" if path else str(PROJECT_ROOT)}
 
 
-def _http_json(url: str, body: Any = None) -> Any:
+def _http_json(url: str, body: Any = None, timeout_s: float = 5.0) -> Any:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=5) as r:
+    with urllib.request.urlopen(req, timeout=timeout_s) as r:
         return json.loads(r.read())
 
 
@@ -268,10 +297,12 @@ def s3_spec(cfg: StackConfig) -> ServiceSpec:
     )
 
 
-def _prefect_server_spec(cfg: StackConfig) -> ServiceSpec:
-    # A Postgres PREFECT_API_DATABASE_CONNECTION_URL in the environment is inherited;
-    # without one the server uses SQLite in PREFECT_HOME.
+def prefect_server_spec(cfg: StackConfig) -> ServiceSpec:
+    # On SQLite, a PREFECT_API_DATABASE_CONNECTION_URL in the environment (an external
+    # Postgres) is inherited; without one the server uses SQLite in PREFECT_HOME.
     env = {k: v for k, v in stack_env(cfg).items() if k.startswith("PREFECT_")}
+    if cfg.prefect_db == POSTGRES:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = cfg.postgres.url
     return ServiceSpec(
         name="prefect-server",
         argv=[_bin("prefect"), "server", "start", "--host", HOST, "--port", str(cfg.prefect_port)],
@@ -434,9 +465,11 @@ def _prefect_worker_spec(cfg: StackConfig, worker: PrefectWorker) -> ServiceSpec
 
 def _specs(cfg: StackConfig) -> list[ServiceSpec]:
     """Every service in dependency order."""
+    database = [postgres_spec(cfg.postgres)] if cfg.prefect_db == POSTGRES else []
     return [
         s3_spec(cfg),
-        _prefect_server_spec(cfg),
+        *database,
+        prefect_server_spec(cfg),
         _dask_scheduler_spec(cfg),
         *(_dask_worker_spec(cfg, name) for name in _dask_names(cfg)),
         anvil_spec(cfg.services_dir, cfg.anvil_port),
@@ -459,7 +492,7 @@ def _ensure_work_pool(cfg: StackConfig, name: str) -> None:
     """Create a process work pool once, with Prefect's own default job template."""
     pools = f"{cfg.prefect_api_url}/work_pools/"
     try:
-        _http_json(pools + name)
+        _http_json(pools + name, timeout_s=POOL_TIMEOUT_S)
         return
     except urllib.error.HTTPError as e:
         if e.code != 404:
@@ -469,7 +502,7 @@ def _ensure_work_pool(cfg: StackConfig, name: str) -> None:
     template = ProcessWorker.get_default_base_job_template()
     pool = {"name": name, "type": ProcessWorker.type, "base_job_template": template}
     try:
-        _http_json(pools, pool)
+        _http_json(pools, pool, timeout_s=POOL_TIMEOUT_S)
     except urllib.error.HTTPError as e:
         if e.code != 409:  # 409: created meanwhile by someone else
             raise
@@ -481,8 +514,13 @@ def _storage(cfg: StackConfig) -> None:
     _start(s3_spec(cfg))
 
 
-def _orchestration(cfg: StackConfig) -> None:
-    _start(_prefect_server_spec(cfg))
+def start_orchestration(cfg: StackConfig) -> None:
+    """The Prefect server (on Postgres, started first, when the config says so) and its
+    work pools."""
+    if cfg.prefect_db == POSTGRES:
+        ensure_cluster(cfg.postgres, require_bindir())
+        _start(postgres_spec(cfg.postgres))
+    _start(prefect_server_spec(cfg))
     for worker in prefect_workers(cfg):
         _ensure_work_pool(cfg, worker.pool)
 
@@ -525,7 +563,7 @@ def up(cfg: StackConfig, *, worker: bool = True) -> dict[str, str]:
     """Start whatever is not running yet, in dependency order; the stack's env."""
     t0 = time.monotonic()
     save_config(cfg)
-    lanes = [_storage, _orchestration, _compute, _demo]  # independent of each other
+    lanes = [_storage, start_orchestration, _compute, _demo]  # independent of each other
     with ThreadPoolExecutor(len(lanes)) as pool:
         futures = [pool.submit(lane, cfg) for lane in lanes]
     for future in futures:
@@ -543,7 +581,8 @@ def up(cfg: StackConfig, *, worker: bool = True) -> dict[str, str]:
 def down(cfg: StackConfig) -> list[str]:
     """Stop every service by PID, dependents first; the names of those that were running."""
     stopped = []
-    for spec in reversed(_specs(cfg)):
+    # With every optional service: one an earlier `up` started under other switches stops too.
+    for spec in reversed(_specs(dataclasses.replace(cfg, prefect_db=POSTGRES))):
         timeout = S3_STOP_TIMEOUT_S if spec.name == "s3" else STOP_TIMEOUT_S
         t0 = time.monotonic()
         if stop(spec, timeout_s=timeout):
