@@ -15,11 +15,15 @@ from tests.data.hostile.catalog import TESTED
 from tests.data.hostile.runner import CaseResult, run_categories, run_groups
 
 CATEGORIES = [category for group in TESTED for category in group]
+# Two children share CI's two cores with whatever else runs: CPU-heavy cases (deep
+# JSON, the tables build) ran up to 10% past their bounds at load 10. Hangs are
+# still caught (10 s and more); bench.hostile holds the stated bounds.
+TIME_SCALE = 2.0
 
 
 @pytest.fixture(scope="module")
 def results() -> list[CaseResult]:
-    return run_groups(TESTED)
+    return run_groups(TESTED, time_scale=TIME_SCALE)
 
 
 @pytest.mark.parametrize("category", CATEGORIES)

@@ -19,6 +19,7 @@ import resource
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,13 +35,17 @@ def main(argv: list[str]) -> int:
     os.dup2(2, 1)  # stray prints, Python's or C's, go to stderr
     origin, sentinel = RawServer().start(), RawServer().start()
     env = Env(origin, sentinel, Path(spec["scratch"]))
+    scale = float(spec["time_scale"])
     for category, start in spec["plan"]:
         cases = cases_of(category)
         gc.collect()
         gc.freeze()  # imports and generated cases stay put: per-case collections are cheap
         _emit(proto, event="category", category=category, cases=len(cases))
         for index in range(start, len(cases)):
-            _run(proto, env, category, index, cases[index])
+            case = cases[index]
+            if scale != 1.0:
+                case = replace(case, time_s=case.time_s * scale, hang_after_s=case.hang_s * scale)
+            _run(proto, env, category, index, case)
     _emit(proto, event="done")
     origin.stop()
     sentinel.stop()
