@@ -282,7 +282,8 @@ def write_hand_tokens(path: Path) -> None:
         items = ", ".join([TRAIT] * len(traits))
         con.execute(
             "INSERT INTO tokens (collection, contract, token_id, name, description, status, "
-            f"traits, problems) VALUES ('Cats', '0xca75', ?, ?, ?, 'ok', [{items}], [])",
+            "fetched_at, traits, problems) VALUES ('Cats', '0xca75', ?, ?, ?, 'ok', "
+            f"TIMESTAMPTZ '2026-01-01 00:00:00+00', [{items}], [])",
             [token_id, name, description, *(field for trait in traits for field in trait)],
         )
     con.execute(f"COPY tokens TO '{path}' (FORMAT parquet)")
