@@ -7,7 +7,8 @@ turbulence, millions of path segments). ``check_svg`` reads the document once
 with expat, without recursion, and refuses with ``ItemError("bad_svg")``:
 
 - anything but well-formed UTF-8 XML whose root is an SVG ``<svg>``;
-- a DTD, any entity other than XML's five and character references, any
+- an internal DTD subset (an external DOCTYPE is never read), any entity other than
+  XML's five and character references, any
   processing instruction (the XML declaration is not one);
 - outside references: ``href`` other than ``#fragment`` or a ``data:`` PNG,
   JPEG, GIF or WebP; ``url()`` other than ``url(#fragment)``; ``@import`` and
@@ -171,8 +172,12 @@ class _Checker:
         parser.SkippedEntityHandler = self.entity
         parser.ProcessingInstructionHandler = self.instruction
 
-    def doctype(self, *_: object) -> None:
-        raise _refuse("SVG has a DTD (<!DOCTYPE>): not accepted")
+    def doctype(self, _name: str, _system: str | None, _public: str | None, subset: int) -> None:
+        # Illustrator and Inkscape write <!DOCTYPE svg PUBLIC ... "svg11.dtd">: an external
+        # DTD that nothing here reads (no entity is defined by it, and any entity
+        # reference is refused). An internal subset is where entities are declared.
+        if subset:
+            raise _refuse("SVG has an internal DTD subset (<!DOCTYPE [...]>): not accepted")
 
     def entity(self, *_: object) -> int:
         raise _refuse("SVG declares or references an entity: not accepted")

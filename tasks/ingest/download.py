@@ -66,7 +66,7 @@ async def _download_ipfs(
     errors: list[ItemError] = []
     verified: list[tuple[CID, bytes]] = []
 
-    def verify(body: bytes) -> None:  # inside the fetch, so a cut CAR is asked for again
+    def verify(body: bytes) -> None:
         verified.append(file_from_car(body, root, path, max_bytes))
 
     loop = asyncio.get_running_loop()
@@ -74,10 +74,19 @@ async def _download_ipfs(
         url = f"{gateway.rstrip('/')}/ipfs/{location.cid}/{location.path}"
         url = url.rstrip("/") + "?format=car&dag-scope=entity"
         share = loop.time() + (deadline - loop.time()) / (len(gateways) - n)
+        # A bad answer sends us on to the next gateway at once; the last one is asked
+        # again within its retries (a CAR cut short heals on a second request).
+        last = n == len(gateways) - 1
         try:
-            await fetcher.get(
-                url, max_bytes=car_cap, accept=CAR_ACCEPT, deadline=share, check=verify
+            got = await fetcher.get(
+                url,
+                max_bytes=car_cap,
+                accept=CAR_ACCEPT,
+                deadline=share,
+                check=verify if last else None,
             )
+            if not last:
+                verify(got.body)
         except ItemError as e:
             if e.kind == "too_large" and e.verified:
                 raise  # the content itself is too big: every gateway serves the same

@@ -66,9 +66,16 @@ def clip_chain(length: int) -> bytes:
 
 
 HOSTILE = {
-    "doctype": (
-        b'<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "x.dtd"><svg ' + NS.encode() + b"/>",
+    "internal DTD subset": (
+        b'<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "x.dtd" [<!ATTLIST svg a CDATA "b">]>'
+        b"<svg " + NS.encode() + b"/>",
         "DTD",
+    ),
+    "entity of an external DTD": (
+        b'<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "x.dtd"><svg '
+        + NS.encode()
+        + b"><text>&nbsp;</text></svg>",
+        "entity",
     ),
     "entity bomb": (
         b'<!DOCTYPE svg [<!ENTITY a "'
@@ -248,6 +255,14 @@ def _pixel_art(side: int) -> bytes:
 
 GOOD = {
     "nouns 32x32": (_pixel_art(32), (32.0, 32.0)),
+    # How Illustrator and Inkscape begin a file: an external DTD that is never read.
+    "illustrator doctype": (
+        b'<?xml version="1.0"?>\n<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" '
+        b'"http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">\n<svg '
+        + NS.encode()
+        + b' width="20" height="10"><rect width="5" height="5"/></svg>',
+        (20.0, 10.0),
+    ),
     "on-chain 64x64": (_pixel_art(64), (64.0, 64.0)),
     "generative paths": (
         doc(

@@ -119,7 +119,6 @@ HOSTILE_DOCS: dict[str, Callable[[], bytes]] = {
     "external entity": lambda: doc("<text>&x;</text>",
                                    prolog='<!DOCTYPE svg [<!ENTITY x SYSTEM "file:///etc/passwd">]>'),
     "parameter entity": lambda: doc("", prolog='<!DOCTYPE svg [<!ENTITY % p SYSTEM "file:///etc/passwd"> %p;]>'),
-    "doctype with a public id": lambda: doc("", prolog='<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">'),
     "blur stdDeviation 1e6": lambda: _filter('<feGaussianBlur stdDeviation="1000000"/>'),
     "turbulence of 1e6 octaves": lambda: _filter('<feTurbulence baseFrequency="0.9" numOctaves="1000000"/>'),
     "morphology radius 1e6": lambda: _filter('<feMorphology radius="1000000"/>'),
@@ -165,6 +164,11 @@ ODD_DOCS: dict[str, Callable[[], bytes]] = {
     "transform scale 1e30": lambda: doc('<rect width="9" height="9" transform="scale(1e30)"/>'),
 }  # fmt: skip
 BENIGN: dict[str, Callable[[], bytes]] = {
+    # Illustrator's and Inkscape's header: an external DTD that is never read.
+    "doctype with a public id": lambda: doc(
+        "<rect width='9' height='9'/>",
+        prolog='<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">',
+    ),
     "loot-like text": lambda: LOOT,
     "byte order mark and declaration": lambda: (
         b"\xef\xbb\xbf<?xml version='1.0'?>" + doc("<rect/>")
