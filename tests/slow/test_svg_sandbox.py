@@ -165,12 +165,14 @@ def test_export_of_hostile_and_good_tokens_fails_only_the_hostile(sandbox: SvgSa
     }
     assert time.monotonic() - started < 20
     kinds = {key: s.kind for key, s in found.items() if isinstance(s, ItemError)}
+    # The slow one ends within the wall limit either way: cut (a loaded machine) or
+    # rendered (a fast one); test_each_failure_costs_only_its_item pins the cut.
+    assert kinds.pop("slow", "render_timeout") == "render_timeout"
     assert kinds == {
         "nested": "bad_svg",
         "entities": "bad_svg",
         "sliver": "bad_svg",
         "outside": "bad_svg",
-        "slow": "render_timeout",
         "poster": "bad_image",
     }
     for key, size in (("bag1", (64, 64)), ("bag2", (64, 64)), ("bag3", (128, 64))):
