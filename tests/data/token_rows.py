@@ -1,9 +1,13 @@
-"""Tokens-file rows as build_block makes them, for tables tests that write their own."""
+"""Tokens-file rows as build_block makes them, and parquet rows read back, for tables tests."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
 
 from tasks.ingest.manifest import ManifestRow
 from tasks.tables.tokens import TokenRecord, token_record
@@ -30,3 +34,16 @@ def record(
     return token_record(
         row if fetched_at is None else replace(row, fetched_at=fetched_at), metadata
     )
+
+
+Row = dict[str, Any]
+
+
+def parquet_rows(path: Path, where: str = "true") -> list[Row]:
+    """A parquet table's rows as dicts, in a fixed order."""
+    with duckdb.connect() as con:
+        cursor = con.execute(
+            f"SELECT * FROM read_parquet(?) WHERE {where} ORDER BY ALL", [str(path)]
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -30,7 +30,7 @@ from tasks.tables.build import TablesResult, build_tables
 from tasks.tables.splits import Partitioning, load_split_rules, split_for
 from tasks.tables.tokens import TokenRecord, write_parquet
 from tasks.train.masks import draw as masking
-from tests.data.token_rows import record
+from tests.data.token_rows import Row, parquet_rows, record
 
 MOONBIRDS = "0x23581767a106ae21c074b2276d25e5c3e136a68b"
 LOOT = "0xff9c1b15b16263c61d017ee9f65c50e4ae0113d7"
@@ -42,7 +42,6 @@ CONTEXT = 77  # CLIP's context, start and end tokens included
 TABLES = ("traits", "rarity", "captions", "prompts", "splits", "collection_splits", "problems")
 _MEMBER = re.compile(r"moonbirds/metadata/(\d+)\.json")
 
-Row = dict[str, Any]
 Count = Callable[[str], int]
 
 
@@ -113,16 +112,6 @@ def _build(
     return build_tables(
         con, tokens, LocalFolder(out), partitioning, seed=7, mini_per_collection=MINI
     )
-
-
-def _rows(path: Path, where: str = "true") -> list[Row]:
-    """A parquet table's rows as dicts, in a fixed order."""
-    with duckdb.connect() as con:
-        cursor = con.execute(
-            f"SELECT * FROM read_parquet(?) WHERE {where} ORDER BY ALL", [str(path)]
-        )
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _dashboard(tables: Path, contract: str) -> dict[str, Any]:
@@ -251,7 +240,7 @@ def expected_counts(text: Text, count: Count) -> dict[str, Any]:
 def _tokens(tokens: Path) -> list[Token]:
     """The described tokens of a tokens folder, with their cleaned traits."""
     found = []
-    for row in _rows(tokens / "*.parquet", "metadata_key IS NOT NULL"):
+    for row in parquet_rows(tokens / "*.parquet", "metadata_key IS NOT NULL"):
         traits = tuple((t["trait_type"], t["value"], t["visual"]) for t in row["traits"])
         found.append(
             Token(
@@ -266,7 +255,7 @@ def _texts_by_token(tables: Path) -> dict[tuple[str, str], list[Row]]:
     """Caption and prompt rows per (contract, token_id), each with its kind and text."""
     out: dict[tuple[str, str], list[Row]] = {}
     for kind in ("caption", "prompt"):
-        for row in _rows(tables / f"{kind}s.parquet"):
+        for row in parquet_rows(tables / f"{kind}s.parquet"):
             row["kind"], row["text"] = kind, row.pop(kind)
             out.setdefault((row["contract"], row["token_id"]), []).append(row)
     return out
@@ -300,7 +289,7 @@ def _attributes(metadata: bytes) -> list[tuple[str, str]]:
 
 def _preferred(tables: Path, kind: str, contract: str) -> dict[str, Row]:
     """A collection's preferred captions or prompts by token id."""
-    rows = _rows(tables / f"{kind}.parquet", f"preferred AND contract = '{contract}'")
+    rows = parquet_rows(tables / f"{kind}.parquet", f"preferred AND contract = '{contract}'")
     return {r["token_id"]: r for r in rows}
 
 
@@ -357,7 +346,7 @@ def test_dashboards_count_what_the_raw_json_holds(
     )  # fmt: skip
     assert birds["tokens"] == BIRDS
     assert birds["traits"] == expected
-    traits = _rows(real.tables / "traits.parquet", f"contract = '{MOONBIRDS}'")
+    traits = parquet_rows(real.tables / "traits.parquet", f"contract = '{MOONBIRDS}'")
     assert {(r["trait_type"], r["value"]): r["count"] for r in traits} == counts
 
     bags = _dashboard(real.tables, LOOT)
@@ -385,7 +374,7 @@ def _rarity_scores(attributes: dict[str, list[tuple[str, str]]]) -> dict[str, fl
 def test_rarity_follows_rarity_tools_and_ranks_by_score(
     real: Built, moonbirds: dict[int, bytes]
 ) -> None:
-    rows = _rows(real.tables / "rarity.parquet")
+    rows = parquet_rows(real.tables / "rarity.parquet")
     birds = {r["token_id"]: r for r in rows if r["contract"] == MOONBIRDS}
     expected = _rarity_scores({str(i): _attributes(m) for i, m in moonbirds.items()})
     assert {t: r["rarity_score"] for t, r in birds.items()} == pytest.approx(expected, rel=1e-12)
@@ -408,7 +397,7 @@ def test_rarity_follows_rarity_tools_and_ranks_by_score(
 def test_splits_hold_every_token_once_with_a_bounded_mini(
     real: Built, partitioning: Partitioning
 ) -> None:
-    rows = _rows(real.tables / "splits.parquet")
+    rows = parquet_rows(real.tables / "splits.parquet")
     pairs = Counter((r["contract"], r["token_id"]) for r in rows)
     assert set(pairs.values()) == {1}
     assert set(pairs) == {(MOONBIRDS, str(i)) for i in range(BIRDS)} | {
@@ -418,7 +407,7 @@ def test_splits_hold_every_token_once_with_a_bounded_mini(
         assert r["split"] == split_for(r["collection"], partitioning)
     mini = Counter(r["contract"] for r in rows if r["in_mini"])
     assert mini == {MOONBIRDS: MINI, LOOT: BAGS}  # at most MINI per collection
-    assert _rows(real.tables / "collection_splits.parquet") == [
+    assert parquet_rows(real.tables / "collection_splits.parquet") == [
         {"collection": LOOT_NAME, "split": "train"},
         {"collection": "Moonbirds", "split": "train"},
     ]
@@ -630,7 +619,7 @@ def test_edge_cases_of_captions_and_collections(
     check_texts(Built(tmp_path / "tokens", tables, result), count)
 
     assert _texts(tables, EDGE, "1") == set()  # no metadata, no text
-    assert not _rows(tables / "rarity.parquet", f"contract = '{EDGE}' AND token_id = '1'")
+    assert not parquet_rows(tables / "rarity.parquet", f"contract = '{EDGE}' AND token_id = '1'")
     assert _dashboard(tables, EDGE)["tokens"] == 5
     assert _texts(tables, EDGE, "2") == {
         ("caption", "template", False,
@@ -651,7 +640,7 @@ def test_edge_cases_of_captions_and_collections(
     )
 
     # One name, two contracts: two collections in every table.
-    traits = _rows(tables / "traits.parquet", "collection = 'Twins'")
+    traits = parquet_rows(tables / "traits.parquet", "collection = 'Twins'")
     assert [(r["contract"], r["value"], r["count"], r["frequency"]) for r in traits] == [
         (TWIN_A, "Red", 3, 1.0),
         (TWIN_B, "Blue", 2, 1.0),
@@ -661,13 +650,13 @@ def test_edge_cases_of_captions_and_collections(
     assert ("caption", "visual_template", True, "A picture of Twins, containing Blue Hat") in (
         _texts(tables, TWIN_B, "1")
     )
-    splits = _rows(tables / "splits.parquet", "collection = 'Twins'")
+    splits = parquet_rows(tables / "splits.parquet", "collection = 'Twins'")
     assert Counter(r["contract"] for r in splits) == {TWIN_A: 3, TWIN_B: 2}
 
 
 def _same_tables(a: Path, b: Path) -> None:
     for name in TABLES:
-        assert _rows(a / f"{name}.parquet") == _rows(b / f"{name}.parquet"), name
+        assert parquet_rows(a / f"{name}.parquet") == parquet_rows(b / f"{name}.parquet"), name
     dashboards = sorted(p.name for p in (a / "dashboards").iterdir())
     assert dashboards == sorted(p.name for p in (b / "dashboards").iterdir())
     for name in dashboards:

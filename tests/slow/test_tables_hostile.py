@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 from open_clip.tokenizer import SimpleTokenizer
 
@@ -29,6 +28,7 @@ from tasks.tables.build import OUTPUTS, TablesResult, build_tables, registry_nam
 from tasks.tables.clip_tokens import count, merged_count
 from tasks.tables.splits import Partitioning, load_split_rules
 from tasks.tables.tokens import TokenRecord, write_parquet
+from tests.data.token_rows import parquet_rows as _rows
 from tests.data.token_rows import record
 
 HONEST = "0x" + "1" * 40  # its rows must not change
@@ -45,8 +45,6 @@ BAD_CONTRACTS = ("../../evil", "0x" + "A" * 40, "0x" + "1" * 39)
 BUILD_SECONDS = 120  # the hostile build, on a shared 2-core machine (it takes about 15 s)
 MEMORY_LIMIT = "500MB"  # DuckDB's: a build that needed more would fail
 OLD = datetime(2024, 1, 1, tzinfo=UTC)
-
-Row = dict[str, Any]
 
 
 def _hat(colour: str) -> bytes:
@@ -138,15 +136,6 @@ def _build(files: list[str], out: Path, rules: Partitioning) -> TablesResult:
     return build_tables(
         con, files, LocalFolder(out), rules, seed=3, registry_names=registry_names(())
     )
-
-
-def _rows(path: Path, where: str = "true") -> list[Row]:
-    with duckdb.connect() as con:
-        cursor = con.execute(
-            f"SELECT * FROM read_parquet(?) WHERE {where} ORDER BY ALL", [str(path)]
-        )
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 @pytest.fixture(scope="module")
