@@ -34,15 +34,15 @@ import signal
 import sys
 import tempfile
 import threading
-import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from bench.measure import Meter
+from bench.stack_run import api, copy_logs
 from infra import deployments, stack
 from infra.demo_chain import (
     LOOT_BYTES_PER_TX,
@@ -209,22 +209,13 @@ def server_log_counts(log_path: Path) -> dict[str, Any]:
     }
 
 
-def _api(cfg: stack.StackConfig, path: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        cfg.prefect_api_url + path, data=data, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
-def flow_run_report(cfg: stack.StackConfig, flow_run_id: str) -> dict[str, Any]:
+def flow_run_report(env: Mapping[str, str], flow_run_id: str) -> dict[str, Any]:
     """The run's end state and seconds by the server's clock, and its task runs by state."""
-    run = _api(cfg, f"/flow_runs/{flow_run_id}")
+    run = api(env, f"/flow_runs/{flow_run_id}")
     by_state: dict[str, int] = {}
     for state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED", "RUNNING", "PENDING"):
-        count = _api(
-            cfg,
+        count = api(
+            env,
             "/task_runs/count",
             {
                 "flow_runs": {"id": {"any_": [flow_run_id]}},
@@ -313,7 +304,7 @@ def run_backend(backend: str, args: argparse.Namespace, log_dir: Path) -> dict[s
             "completed": outcome.completed,
         }
         if outcome.flow_run_id is not None:
-            report["flow_run"] = flow_run_report(cfg, outcome.flow_run_id)
+            report["flow_run"] = flow_run_report(env, outcome.flow_run_id)
         with signing_as(stack.AWS_KEY, stack.AWS_KEY, stack.AWS_REGION):
             rows = summarize(ObjectStore(load_settings(env)))
         tokens = sum(int(r["tokens"]) for r in rows)
@@ -330,7 +321,7 @@ def run_backend(backend: str, args: argparse.Namespace, log_dir: Path) -> dict[s
         return report
     finally:
         stop_everything(cfg)
-        _keep_logs(cfg, log_dir / backend)
+        copy_logs(cfg, log_dir / backend)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -339,13 +330,6 @@ def _pid(cfg: stack.StackConfig, service: str) -> int:
     if pid is None:
         raise RuntimeError(f"{service} is not running")
     return pid
-
-
-def _keep_logs(cfg: stack.StackConfig, to: Path) -> None:
-    """The services' logs outlive the stack's temporary home, for a look afterwards."""
-    to.mkdir(parents=True, exist_ok=True)
-    for log_path in cfg.services_dir.glob("*.log"):
-        shutil.copyfile(log_path, to / log_path.name)
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

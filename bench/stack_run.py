@@ -49,9 +49,14 @@ def private_stack(
         finally:
             stack.down(cfg)
             if keep_logs is not None:
-                keep_logs.mkdir(parents=True, exist_ok=True)
-                for log in [*cfg.services_dir.glob("*.log"), *cfg.home.glob("*.log*")]:
-                    shutil.copy(log, keep_logs / log.name)
+                copy_logs(cfg, keep_logs)
+
+
+def copy_logs(cfg: stack.StackConfig, to: Path) -> None:
+    """The services' logs outlive the stack's temporary home, for a look afterwards."""
+    to.mkdir(parents=True, exist_ok=True)
+    for log in [*cfg.services_dir.glob("*.log"), *cfg.home.glob("*.log*")]:
+        shutil.copy(log, to / log.name)
 
 
 def api(env: Mapping[str, str], path: str, body: Any = None) -> Any:
