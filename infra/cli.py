@@ -2,7 +2,8 @@
 
     nft1000 stack up|down|status|env [--home H] [--s3-port N ...]
     NFT1000_PREFECT_DB=postgres nft1000 stack up    # Prefect's database in PostgreSQL
-    eval "$(nft1000 stack env)"
+    NFT1000_MAX_RETRIES=2 nft1000 stack up          # any setting reaches every worker
+    eval "$(nft1000 stack env)"                     # the settings, and where each came from
     nft1000 deploy | demo | summary [--home H]
 
 Each subcommand is a (configure parser, run) pair in COMMANDS, so new ones are
@@ -15,9 +16,11 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from infra import collections_cmd, demo, deployments, sql_shell, stack
@@ -48,6 +51,9 @@ def _stack_up(cfg: stack.StackConfig) -> int:
         hint = f"logs: {cfg.services_dir}; `nft1000 stack down` stops what did start"
         print(f"{e}\n{hint}", file=sys.stderr)
         return 1
+    note = stack.stale_note(stack.stale_services(cfg, os.environ))
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
     print(f'stack up in {cfg.home}; for a shell: eval "$(nft1000 stack env --home {cfg.home})"')
     print(f"Prefect UI: {env['PREFECT_API_URL'].removesuffix('/api')}")
     print(f"Dask dashboard: http://{stack.HOST}:{cfg.dask_dashboard_port}/status")
@@ -67,9 +73,77 @@ def _stack_status(cfg: stack.StackConfig) -> int:
     return 0 if all(services.values()) else 1
 
 
+# Variables whose whole value is a secret; other values are masked where they hold one.
+SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD")
+# A path segment that looks like an API key (RPC providers put theirs in the path).
+_KEY_LIKE = re.compile(r"(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{16,}")
+
+
+def mask(key: str, value: str) -> str:
+    """``value`` fit to print: a secret variable as ***; in URLs, the userinfo, query
+    values and key-like path segments as ***."""
+    if any(word in key.upper() for word in SECRET_WORDS):
+        return "***" if value else ""
+    return ",".join(_mask_url(item) for item in value.split(","))
+
+
+def _mask_url(text: str) -> str:
+    try:
+        url = urllib.parse.urlsplit(text)
+    except ValueError:
+        return "***"
+    if not url.scheme or not url.netloc:
+        return text
+    host = url.netloc.rpartition("@")[2]
+    netloc = f"***@{host}" if "@" in url.netloc else host
+    path = "/".join("***" if _KEY_LIKE.fullmatch(seg) else seg for seg in url.path.split("/"))
+    pairs = urllib.parse.parse_qsl(url.query, keep_blank_values=True)
+    query = "&".join(f"{name}=***" for name, _ in pairs)
+    return urllib.parse.urlunsplit((url.scheme, netloc, path, query, url.fragment))
+
+
+def render_settings(resolved: Mapping[str, stack.Setting], environ: Mapping[str, str]) -> list[str]:
+    """`stack env`: an export line for each value the stack sets (eval-able), a comment
+    for each the user's shell or NFT1000_CONFIG file sets (masked), with where it came from."""
+    lines = []
+    for key, s in resolved.items():
+        if s.source == stack.STACK:
+            lines.append(f"export {key}={shlex.quote(s.value)}  # stack")
+        elif s.source == stack.MERGED:
+            added = mask(key, s.stack_value or "")
+            lines.append(f"export {key}={shlex.quote(s.value)}  # yours, with the stack's {added}")
+        else:
+            where = f"from the {s.source}"
+            if s.stack_value is not None and key in stack.MERGED_SETTINGS:
+                where += f"; holds the stack's {mask(key, s.stack_value)}"
+            elif s.stack_value is not None:
+                where += f"; overrides the stack's {mask(key, s.stack_value)}"
+            lines.append(f"# {key}={mask(key, s.value)}  # {where}")
+    ignored = sorted(
+        k
+        for k, v in environ.items()
+        if k.startswith("AWS_") and (k not in resolved or resolved[k].value != v)
+    )
+    if ignored:
+        lines.append(
+            f"# not passed on: the shell's {', '.join(ignored)} (AWS_* all come from the stack "
+            "while its own S3 is used; with your NFT1000_S3_ENDPOINT_URL, all from the shell)"
+        )
+    return lines
+
+
 def _stack_env(cfg: stack.StackConfig) -> int:
-    for key, value in stack.stack_env(cfg).items():
-        print(f"export {key}={shlex.quote(value)}")
+    try:
+        resolved = stack.resolve_settings(cfg, os.environ)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(f"# the pipeline's settings for the stack in {cfg.home}, with this shell's")
+    for line in render_settings(resolved, os.environ):
+        print(line)
+    note = stack.stale_note(stack.stale_services(cfg, os.environ))
+    if note:
+        print(f"# {note}")
     return 0
 
 
@@ -98,7 +172,9 @@ def _configure_stack(parser: argparse.ArgumentParser) -> None:
 def _run_stack(args: argparse.Namespace) -> int:
     try:
         cfg = _stack_config(args)
-    except ValueError as e:  # a switch or flag out of range
+        if args.action == "up":  # fail before anything starts
+            stack.resolve_settings(cfg, os.environ)
+    except ValueError as e:  # a switch, flag or setting out of range
         print(e, file=sys.stderr)
         return 2
     return STACK_ACTIONS[args.action](cfg)
@@ -139,6 +215,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     """Start the stack, register deployments, run every stage on the demo; see infra.demo."""
     try:
         cfg = stack.with_environment(stack.load_config(args.home), os.environ)
+        stack.resolve_settings(cfg, os.environ)  # fail before anything starts
     except ValueError as e:
         print(e, file=sys.stderr)
         return 2

@@ -138,7 +138,9 @@ def _stack_up(cfg: stack.StackConfig) -> str | None:
         logging.getLogger(__name__).error("%s", e)
         return None
     services = ", ".join(stack.status(cfg))
-    return f"{services}; Prefect UI {env['PREFECT_API_URL'].removesuffix('/api')}"
+    note = stack.stale_note(stack.stale_services(cfg, os.environ))
+    warning = f"\n          warning: {note}" if note else ""
+    return f"{services}; Prefect UI {env['PREFECT_API_URL'].removesuffix('/api')}{warning}"
 
 
 def _deploy(env: Mapping[str, str], log: TextIO) -> str | None:

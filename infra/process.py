@@ -31,7 +31,8 @@ class ServiceSpec:
     name: str
     argv: Sequence[str]
     state_dir: Path  # PID and log files go here
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)  # set on top of the caller's
+    unset: frozenset[str] = frozenset()  # the caller's variables it must not inherit
     cwd: Path | None = None
     ready_url: str | None = None  # answered with any HTTP status < 500 means ready
     ready_port: int | None = None  # accepting TCP connections means ready
@@ -103,7 +104,7 @@ def start(spec: ServiceSpec) -> int:
         if not _wait_ready(spec, None):
             raise ServiceError(f"{spec.name} (pid {pid}) is running but not answering")
         return pid
-    env = {**os.environ, **spec.env}
+    env = {k: v for k, v in os.environ.items() if k not in spec.unset} | dict(spec.env)
     with open(spec.log_file, "ab") as log:
         proc = subprocess.Popen(
             list(spec.argv),

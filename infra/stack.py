@@ -8,20 +8,28 @@ Everything lives in one state folder (data, PID and log files, the demo registry
 ``infra.process``, so ``up`` is idempotent and ``down`` stops exactly what ``up``
 started. Independent services start side by side; the whole demo is up in
 well under a minute.
+
+The pipeline's processes (Dask scheduler and workers, Prefect workers and the flow
+runs they spawn) get ``resolve_settings``: the stack's own values as defaults, and
+whatever NFT1000_* the calling shell (or its NFT1000_CONFIG file) sets on top.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import hashlib
 import json
 import logging
 import os
 import signal
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +44,7 @@ from infra.demo_chain import anvil_spec, compile_contracts, deploy_demo, read_lo
 from infra.demo_content import build_moonbirds
 from infra.postgres import Cluster, ensure_cluster, postgres_spec, require_bindir
 from infra.process import ServiceSpec, free_port, read_pid, start, stop
+from tasks.core.settings import Settings, load_settings
 from tasks.train.model_configs import TINY_ARCHITECTURE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +73,18 @@ PREFECT_DB_ENV = "NFT1000_PREFECT_DB"
 SQLITE = "sqlite"
 POSTGRES = "postgres"
 PREFECT_DBS = (SQLITE, POSTGRES)
+CONFIG_ENV = "NFT1000_CONFIG"
+# NFT1000_* names that are not pipeline settings: read by the CLI and the stack.
+STACK_NAMES = ("NFT1000_HOME", "NFT1000_PROJECT_DIR", PREFECT_DB_ENV, CONFIG_ENV)
+SETTING_NAMES = tuple(f"NFT1000_{f.name.upper()}" for f in dataclasses.fields(Settings))
+# List settings the user's value extends instead of replacing: the stack's own entries
+# (its loopback gateway) are what its other values need to work.
+MERGED_SETTINGS = ("NFT1000_ALLOW_HOSTS",)
+# Where a value of the pipeline's environment came from.
+STACK = "stack"
+SHELL = "shell"
+CONFIG_FILE = "NFT1000_CONFIG file"
+MERGED = "merged"  # the user's list with the stack's entries added
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +191,7 @@ def with_environment(cfg: StackConfig, environ: Mapping[str, str]) -> StackConfi
 
 
 def stack_env(cfg: StackConfig) -> dict[str, str]:
-    """Everything the pipeline (and a shell) needs to reach this stack."""
+    """The stack's own values: everything the pipeline (and a shell) needs to reach it."""
     gateway = f"{HOST}:{cfg.gateway_port}"
     return {
         "NFT1000_HOME": str(cfg.home),
@@ -189,20 +210,119 @@ def stack_env(cfg: StackConfig) -> dict[str, str]:
         "PREFECT_API_URL": cfg.prefect_api_url,
         "PREFECT_HOME": str(cfg.home / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        **model_env(os.environ),
+        **model_env({}),
     }
 
 
-def pipeline_env(home: Path) -> dict[str, str]:
-    """The environment the pipeline runs with: the local stack's (when one was started in
-    ``home``), overridden by this shell's NFT1000_* and PREFECT_API_URL. The shell's AWS_*
-    credentials count only when the shell also names its own S3 endpoint: the local S3
-    server knows only the stack's keys."""
-    env = stack_env(load_config(home)) if (home / "stack.json").exists() else {}
-    prefixes = ["NFT1000_", "PREFECT_API_URL"]
-    if "NFT1000_S3_ENDPOINT_URL" in os.environ or not env:
-        prefixes.append("AWS_")
-    return {**env, **{k: v for k, v in os.environ.items() if k.startswith(tuple(prefixes))}}
+@dataclass(frozen=True)
+class Setting:
+    """One variable of the pipeline's environment, where its value came from, and the
+    stack's own value when the user's replaced or extended it."""
+
+    value: str
+    source: str  # STACK, SHELL, CONFIG_FILE or MERGED
+    stack_value: str | None = None
+
+
+def check_names(environ: Mapping[str, str]) -> None:
+    """Fail on an NFT1000_* name that nothing reads: a typo would be silently ignored."""
+    known = {*SETTING_NAMES, *STACK_NAMES}
+    unknown = sorted(k for k in environ if k.startswith("NFT1000_") and k not in known)
+    if unknown:
+        hints = [
+            f"{name}: did you mean {close[0]}?"
+            for name in unknown
+            if (close := difflib.get_close_matches(name, known, n=1))
+        ]
+        raise ValueError("; ".join([f"unknown settings: {unknown}", *hints]))
+
+
+def _config_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """The NFT1000_CONFIG file's values under their NFT1000_* names (lists comma-joined)."""
+    path = environ.get(CONFIG_ENV)
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"{CONFIG_ENV}={path}: {e}") from e
+    return {
+        f"NFT1000_{key.upper()}": ",".join(map(str, v)) if isinstance(v, list) else str(v)
+        for key, v in data.items()
+    }
+
+
+def _merge(user: str, own: str) -> str:
+    """The user's list, then the stack's entries it lacks."""
+    items = [i.strip() for i in user.split(",") if i.strip()]
+    return ",".join([*items, *(i for i in own.split(",") if i not in items)])
+
+
+def resolve_settings(cfg: StackConfig, environ: Mapping[str, str]) -> dict[str, Setting]:
+    """The environment of the stack's pipeline processes, each value with its source.
+
+    The stack's own values are defaults: an NFT1000_* setting the shell exports (or the
+    NFT1000_CONFIG file sets) wins, except MERGED_SETTINGS, which keep the stack's entries
+    too. The stack's own names (NFT1000_HOME, PREFECT_*) are not settings and stay. AWS_*
+    come from the stack while its own S3 is used (that server knows only its keys), else
+    from the shell. ValueError for an unknown NFT1000_* name or a value the settings
+    loader rejects, before anything starts.
+    """
+    check_names(environ)
+    user = {k: (v, CONFIG_FILE) for k, v in _config_values(environ).items()}
+    user |= {k: (v, SHELL) for k, v in environ.items() if k.startswith("NFT1000_")}
+    resolved: dict[str, Setting] = {}
+    for key, own in stack_env(cfg).items():
+        value, source = user.pop(key, (own, STACK))
+        if key not in SETTING_NAMES or value == own:
+            resolved[key] = Setting(own, STACK)
+        elif key in MERGED_SETTINGS:
+            merged = _merge(value, own)
+            resolved[key] = Setting(merged, source if merged == value else MERGED, own)
+        else:
+            resolved[key] = Setting(value, source, own)
+    resolved |= {k: Setting(v, source) for k, (v, source) in user.items()}
+    if resolved["NFT1000_S3_ENDPOINT_URL"].value != cfg.s3_endpoint_url:
+        resolved = {k: v for k, v in resolved.items() if not k.startswith("AWS_")}
+        resolved |= {k: Setting(v, SHELL) for k, v in environ.items() if k.startswith("AWS_")}
+    load_settings(process_env(resolved))  # the loader's own checks: values, the TOML's keys
+    return resolved
+
+
+def process_env(resolved: Mapping[str, Setting]) -> dict[str, str]:
+    """The variables to set: NFT1000_CONFIG file values stay in the file, which the
+    settings loader reads below the environment."""
+    return {k: s.value for k, s in resolved.items() if s.source != CONFIG_FILE}
+
+
+@dataclass(frozen=True)
+class ProcessEnv:
+    """What a pipeline process of the stack is started with: variables set on top of the
+    caller's environment, and the caller's it must not inherit (its AWS_* while the
+    stack's own S3 is used: a session token of the shell would spoil the stack's keys)."""
+
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    unset: frozenset[str] = frozenset()
+
+
+def pipeline_process_env(resolved: Mapping[str, Setting], environ: Mapping[str, str]) -> ProcessEnv:
+    """What the stack's pipeline processes get, started from ``environ``."""
+    env = process_env(resolved) | _python_env(environ)
+    unset = frozenset(k for k in environ if k.startswith("AWS_") and k not in resolved)
+    return ProcessEnv(env, unset)
+
+
+def pipeline_env(home: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment the CLI runs the pipeline with: as the stack's processes get it
+    (when a stack was started in ``home``), with the shell's PREFECT_API_URL on top;
+    without a stack, the shell's NFT1000_*, AWS_* and PREFECT_API_URL."""
+    environ = os.environ if environ is None else environ
+    prefect = {k: v for k, v in environ.items() if k == "PREFECT_API_URL"}
+    if not (home / "stack.json").exists():
+        prefixes = ("NFT1000_", "AWS_")
+        return {k: v for k, v in environ.items() if k.startswith(prefixes)} | prefect
+    return process_env(resolve_settings(load_config(home), environ)) | prefect
 
 
 def model_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -221,9 +341,9 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def _python_env() -> dict[str, str]:
+def _python_env(environ: Mapping[str, str]) -> dict[str, str]:
     """Lets Python services import the project's packages even when it is not installed."""
-    path = os.environ.get("PYTHONPATH")
+    path = environ.get("PYTHONPATH")
     return {"PYTHONPATH": f"{PROJECT_ROOT}{os.pathsep}{path}" if path else str(PROJECT_ROOT)}
 
 
@@ -317,7 +437,7 @@ def _dask_names(cfg: StackConfig) -> list[str]:
     return [f"dask-worker-{i}" for i in range(cfg.dask_workers)]
 
 
-def _dask_scheduler_spec(cfg: StackConfig) -> ServiceSpec:
+def _dask_scheduler_spec(cfg: StackConfig, penv: ProcessEnv) -> ServiceSpec:
     return ServiceSpec(
         name="dask-scheduler",
         argv=[
@@ -332,7 +452,8 @@ def _dask_scheduler_spec(cfg: StackConfig) -> ServiceSpec:
         ],
         state_dir=cfg.services_dir,
         cwd=PROJECT_ROOT,
-        env=_python_env(),
+        env=penv.env,
+        unset=penv.unset,
         ready_port=cfg.dask_scheduler_port,
         ready_url=f"http://{HOST}:{cfg.dask_dashboard_port}/health",
     )
@@ -350,7 +471,7 @@ def _dask_worker_registered(cfg: StackConfig, name: str) -> Callable[[], bool]:
     return check
 
 
-def _dask_worker_spec(cfg: StackConfig, name: str) -> ServiceSpec:
+def _dask_worker_spec(cfg: StackConfig, name: str, penv: ProcessEnv) -> ServiceSpec:
     """One worker process, one thread: each worker is its own PID, stopped on its own."""
     return ServiceSpec(
         name=name,
@@ -371,7 +492,8 @@ def _dask_worker_spec(cfg: StackConfig, name: str) -> ServiceSpec:
         ],
         state_dir=cfg.services_dir,
         cwd=PROJECT_ROOT,  # tasks are unpickled here: the project's `tasks` must import
-        env=stack_env(cfg) | _python_env(),  # tasks reach S3 with the stack's credentials
+        env=penv.env,  # the pipeline's settings; the S3 credentials its tasks sign with
+        unset=penv.unset,
         ready_check=_dask_worker_registered(cfg, name),
     )
 
@@ -392,7 +514,7 @@ def gateway_spec(cfg: StackConfig) -> ServiceSpec:
         ],
         state_dir=cfg.services_dir,
         cwd=PROJECT_ROOT,
-        env=_python_env(),
+        env=_python_env(os.environ),
         ready_url=f"http://{HOST}:{cfg.gateway_port}/health",
     )
 
@@ -439,8 +561,8 @@ def _prefect_worker_online(cfg: StackConfig, worker: PrefectWorker) -> Callable[
     return check
 
 
-def _prefect_worker_spec(cfg: StackConfig, worker: PrefectWorker) -> ServiceSpec:
-    """Flow runs are child processes of this worker: they inherit the stack env and cwd."""
+def _prefect_worker_spec(cfg: StackConfig, worker: PrefectWorker, penv: ProcessEnv) -> ServiceSpec:
+    """Flow runs are child processes of this worker: they inherit its env and cwd."""
     limit = [] if worker.limit is None else ["--limit", str(worker.limit)]
     return ServiceSpec(
         name=worker.service,
@@ -458,23 +580,34 @@ def _prefect_worker_spec(cfg: StackConfig, worker: PrefectWorker) -> ServiceSpec
         ],
         state_dir=cfg.services_dir,
         cwd=PROJECT_ROOT,
-        env=stack_env(cfg) | _python_env(),
+        env=penv.env,
+        unset=penv.unset,
         ready_check=_prefect_worker_online(cfg, worker),
     )
 
 
 def _specs(cfg: StackConfig) -> list[ServiceSpec]:
-    """Every service in dependency order."""
+    """Every service in dependency order (to find and stop them: no environment)."""
     database = [postgres_spec(cfg.postgres)] if cfg.prefect_db == POSTGRES else []
+    none = ProcessEnv()
     return [
         s3_spec(cfg),
         *database,
         prefect_server_spec(cfg),
-        _dask_scheduler_spec(cfg),
-        *(_dask_worker_spec(cfg, name) for name in _dask_names(cfg)),
+        _dask_scheduler_spec(cfg, none),
+        *(_dask_worker_spec(cfg, name, none) for name in _dask_names(cfg)),
         anvil_spec(cfg.services_dir, cfg.anvil_port),
         gateway_spec(cfg),
-        *(_prefect_worker_spec(cfg, w) for w in prefect_workers(cfg)),
+        *(_prefect_worker_spec(cfg, w, none) for w in prefect_workers(cfg)),
+    ]
+
+
+def _pipeline_specs(cfg: StackConfig, penv: ProcessEnv) -> list[ServiceSpec]:
+    """The services that run (or schedule) pipeline code: the scheduler first."""
+    return [
+        _dask_scheduler_spec(cfg, penv),
+        *(_dask_worker_spec(cfg, name, penv) for name in _dask_names(cfg)),
+        *(_prefect_worker_spec(cfg, w, penv) for w in prefect_workers(cfg)),
     ]
 
 
@@ -486,6 +619,39 @@ def _start(spec: ServiceSpec) -> bool:
     state = "already running" if was_running else "started"
     log.info("%s %s (pid %d), ready in %.1fs", spec.name, state, pid, time.monotonic() - t0)
     return not was_running
+
+
+def _settings_record(spec: ServiceSpec) -> Path:
+    return spec.state_dir / f"{spec.name}.settings.json"
+
+
+def _digests(env: Mapping[str, str]) -> dict[str, str]:
+    """Each variable's value as a digest: a record to compare, with no secret in it."""
+    return {k: hashlib.sha256(v.encode()).hexdigest() for k, v in sorted(env.items())}
+
+
+def _start_pipeline(spec: ServiceSpec) -> None:
+    """Start a pipeline service unless it runs, and record what environment it got."""
+    if _start(spec):
+        _settings_record(spec).write_text(json.dumps(_digests(spec.env), indent=1) + "\n")
+
+
+def stale_services(cfg: StackConfig, environ: Mapping[str, str]) -> dict[str, list[str]]:
+    """Running pipeline services started with other values than ``environ`` gives now:
+    service -> the variables that differ. `up` starts only what is not running, so these
+    keep their old values until `stack down`."""
+    stale = {}
+    penv = pipeline_process_env(resolve_settings(cfg, environ), environ)
+    for spec in _pipeline_specs(cfg, penv):
+        try:
+            recorded = json.loads(_settings_record(spec).read_text())
+        except (OSError, ValueError):
+            continue  # never started by this code: nothing to compare with
+        now = _digests(spec.env)
+        changed = sorted(k for k in recorded.keys() | now.keys() if recorded.get(k) != now.get(k))
+        if changed and read_pid(spec.pid_file) is not None:
+            stale[spec.name] = changed
+    return stale
 
 
 def _ensure_work_pool(cfg: StackConfig, name: str) -> None:
@@ -525,10 +691,22 @@ def start_orchestration(cfg: StackConfig) -> None:
         _ensure_work_pool(cfg, worker.pool)
 
 
-def _compute(cfg: StackConfig) -> None:
-    _start(_dask_scheduler_spec(cfg))
+def stale_note(stale: Mapping[str, Sequence[str]]) -> str | None:
+    """One sentence on services still running with other values, or None."""
+    if not stale:
+        return None
+    names = sorted({k for keys in stale.values() for k in keys})
+    return (
+        f"still running with other values of {', '.join(names)}: {', '.join(stale)}; "
+        "`nft1000 stack down` then `nft1000 stack up` starts them with these"
+    )
+
+
+def _compute(cfg: StackConfig, penv: ProcessEnv) -> None:
+    _start_pipeline(_dask_scheduler_spec(cfg, penv))
+    specs = [_dask_worker_spec(cfg, n, penv) for n in _dask_names(cfg)]
     with ThreadPoolExecutor(cfg.dask_workers) as pool:
-        list(pool.map(_start, (_dask_worker_spec(cfg, n) for n in _dask_names(cfg))))
+        list(pool.map(_start_pipeline, specs))
 
 
 def _demo(cfg: StackConfig) -> None:
@@ -559,23 +737,34 @@ def _write_registry(path: Path, addresses: dict[str, str], supplies: dict[str, i
     path.write_text(json.dumps({"collections": collections}, indent=2) + "\n")
 
 
-def up(cfg: StackConfig, *, worker: bool = True) -> dict[str, str]:
-    """Start whatever is not running yet, in dependency order; the stack's env."""
+def up(
+    cfg: StackConfig, *, worker: bool = True, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Start whatever is not running yet, in dependency order; the pipeline's environment.
+
+    ``environ`` (default: this process's) is the calling shell: its NFT1000_* settings
+    reach every pipeline process (``resolve_settings``). ``stack.env`` gets the values the
+    stack itself sets (its defaults, and the lists it extended), never the shell's.
+    """
     t0 = time.monotonic()
+    environ = os.environ if environ is None else environ
+    resolved = resolve_settings(cfg, environ)  # a bad setting fails before anything starts
+    penv = pipeline_process_env(resolved, environ)
     save_config(cfg)
-    lanes = [_storage, start_orchestration, _compute, _demo]  # independent of each other
+    compute = functools.partial(_compute, penv=penv)
+    lanes: list[Callable[[StackConfig], None]] = [_storage, start_orchestration, compute, _demo]
     with ThreadPoolExecutor(len(lanes)) as pool:
-        futures = [pool.submit(lane, cfg) for lane in lanes]
+        futures = [pool.submit(lane, cfg) for lane in lanes]  # independent of each other
     for future in futures:
         future.result()  # the first failure, after every lane has finished
-    env = stack_env(cfg)
-    (cfg.home / "stack.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    own = {k: s.value for k, s in resolved.items() if s.source in (STACK, MERGED)}
+    (cfg.home / "stack.env").write_text("".join(f"{k}={v}\n" for k, v in own.items()))
     if worker:
         with ThreadPoolExecutor() as pool:
-            specs = [_prefect_worker_spec(cfg, w) for w in prefect_workers(cfg)]
-            list(pool.map(_start, specs))
+            specs = [_prefect_worker_spec(cfg, w, penv) for w in prefect_workers(cfg)]
+            list(pool.map(_start_pipeline, specs))
     log.info("stack up in %.1fs", time.monotonic() - t0)
-    return env
+    return process_env(resolved)
 
 
 def down(cfg: StackConfig) -> list[str]:

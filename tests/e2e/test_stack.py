@@ -83,10 +83,18 @@ def check_services(cfg: StackConfig, env: dict[str, str]) -> None:
     with Client(env["NFT1000_DASK_ADDRESS"], timeout=10) as client:  # type: ignore[no-untyped-call]
         worker_pids = set(client.run(os.getpid).values())
         worker_keys = set(client.run(os.environ.get, "AWS_ACCESS_KEY_ID").values())
+        worker_hosts = set(client.run(os.environ.get, "NFT1000_ALLOW_HOSTS").values())
     assert worker_keys == {env["AWS_ACCESS_KEY_ID"]}
+    # The shell's export reached the workers, with the stack's gateway kept in the list.
+    allowed = f"{EXPORTED_ALLOW_HOSTS},127.0.0.1:{cfg.gateway_port}"
+    assert worker_hosts == {allowed} and env["NFT1000_ALLOW_HOSTS"] == allowed
     pids = status(cfg)
     assert worker_pids == {pids["dask-worker-0"], pids["dask-worker-1"]}
     assert os.getpid() not in worker_pids
+    # The Prefect workers too: their flow runs are child processes with their environment.
+    for service in ("prefect-worker", "prefect-gpu-worker", "dask-scheduler"):
+        environ = Path(f"/proc/{pids[service]}/environ").read_bytes().split(b"\0")
+        assert f"NFT1000_ALLOW_HOSTS={allowed}".encode() in environ, service
 
     registry = json.loads(Path(env["NFT1000_REGISTRIES"]).read_text())["collections"]
     assert {n: c["total_supply"] for n, c in registry.items()} == {"Moonbirds": 20, "Loot": 5}
@@ -102,6 +110,10 @@ def check_services(cfg: StackConfig, env: dict[str, str]) -> None:
     assert metadata["image"].startswith("ipfs://")
 
 
+# Exported before `up`, as a user would: the stack's processes must see it.
+EXPORTED_ALLOW_HOSTS = "example.org:443"
+
+
 @pytest.fixture(scope="module")
 def running_stack(
     tmp_path_factory: pytest.TempPathFactory,
@@ -115,6 +127,7 @@ def running_stack(
         loot_archive=LOOT_ARCHIVE,
     )
     saved = dict(os.environ)
+    os.environ["NFT1000_ALLOW_HOSTS"] = EXPORTED_ALLOW_HOSTS
     try:
         env = up(cfg)
         os.environ.update(env)
