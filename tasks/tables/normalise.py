@@ -5,7 +5,8 @@ with an insertion sort, so a run of n marks costs n**2 steps: 4 MB of alternatin
 marks does not finish in minutes, and 8,000 take 70 ms. Text is therefore cut to
 a length first, then every run of combining characters (non-starters) is cut to
 30, the limit of Unicode's Stream-Safe Text Format (UAX #15): no script needs
-more, and the sort becomes linear. ASCII text skips the run check.
+more, and the sort becomes linear. ASCII text, which neither form changes, is
+returned as it is.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def bounded_normalize(form: Form, text: str, max_chars: int) -> str:
     """``unicodedata.normalize(form, text)`` of the first ``max_chars`` characters, with runs
     of combining characters cut to MAX_NON_STARTERS: linear time in ``max_chars``."""
     text = text[:max_chars]
-    if not text.isascii():
-        text = _long_runs().sub(lambda run: run[0][:MAX_NON_STARTERS], text)
+    if text.isascii():  # both forms leave ASCII as it is
+        return text
+    text = _long_runs().sub(lambda run: run[0][:MAX_NON_STARTERS], text)
     return unicodedata.normalize(form, text)

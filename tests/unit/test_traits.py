@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import tarfile
+import time
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,11 @@ from typing import Any
 import pytest
 
 from infra.stack import MOONBIRDS_ARCHIVE
+from tasks.core import duck
+from tasks.core.folders import LocalFolder
+from tasks.tables.build import build_tables
+from tasks.tables.splits import Partitioning
+from tasks.tables.tokens import write_parquet
 from tasks.tables.traits import (
     MAX_PROBLEMS,
     MAX_TEXT,
@@ -22,6 +28,16 @@ from tasks.tables.traits import (
     is_visual,
     normalise_traits,
 )
+from tests.data.metadata_shapes import (
+    SHAPES,
+    Expected,
+    Shape,
+    huge_features,
+    huge_project_traits,
+)
+from tests.data.token_rows import parquet_rows, record
+
+NO_RULES = Partitioning({}, {}, ())
 
 
 def pairs(result: Traits) -> list[tuple[str, str]]:
@@ -109,7 +125,8 @@ def test_opensea_list_with_numeric_display_types() -> None:
         ("Generation", "2", "number"),
         ("birthday", "1546360800", "date"),
     ]
-    assert [is_visual(t) for t in result.traits] == [True] + [False] * 6
+    # Level by its word, the rest by display type; Stamina's number alone says nothing.
+    assert [is_visual(t) for t in result.traits] == [True, False, True] + [False] * 4
 
 
 def test_object_form() -> None:
@@ -131,7 +148,7 @@ def test_first_trait_key_wins_and_several_are_recorded() -> None:
         {"features": {"Hat": "Cap"}, "traits": [{"trait_type": "Eyes", "value": "Angry"}]}
     )
     assert pairs(result) == [("Eyes", "Angry")]
-    assert result.problems == ("traits, features: several trait keys, used traits",)
+    assert result.problems == ("traits, features: several trait keys, used traits, the first",)
 
 
 @pytest.mark.parametrize("empty", [None, [], {}, "", " ", "none"])
@@ -160,6 +177,44 @@ def test_metadata_that_is_not_an_object(metadata: Any) -> None:
     result = normalise_traits(metadata)
     assert result.traits == ()
     assert result.problems[0].startswith("metadata: is ")
+
+
+# Metadata classes (tests/data/metadata_shapes.py): which key, which traits, which are visual.
+
+_SHAPES = [(f"{cls}-{shape.name}", shape) for cls, shapes in SHAPES.items() for shape in shapes]
+
+
+@pytest.mark.parametrize("shape", [s for _, s in _SHAPES], ids=[i for i, _ in _SHAPES])
+def test_metadata_shapes(shape: Shape) -> None:
+    result = normalise_traits(shape.metadata)
+    assert [(t.trait_type, t.value, is_visual(t)) for t in result.traits] == list(shape.traits)
+    assert result.problems == shape.problems
+
+
+def test_a_huge_features_object_is_judged_and_read_within_bounds() -> None:
+    metadata = huge_features(20_000)
+    started = time.monotonic()
+    result = normalise_traits(metadata)
+    assert time.monotonic() - started < 0.5
+    assert pairs(result) == [("Hat", "Cap")]
+    assert result.problems == (
+        "attributes, features: several trait keys, used attributes, the first",
+    )
+    alone = normalise_traits({"features": metadata["features"]})
+    assert len(alone.traits) == MAX_TRAITS
+    assert alone.problems == (f"features: over {MAX_TRAITS} traits, kept the first {MAX_TRAITS}",)
+
+
+def test_a_huge_list_typed_in_name_only_is_judged_from_its_first_items() -> None:
+    metadata = huge_project_traits(20_000)
+    started = time.monotonic()
+    result = normalise_traits(metadata)
+    assert time.monotonic() - started < 0.5
+    assert pairs(result)[:2] == [("Key 0", "Value 0"), ("Key 1", "Value 1")]
+    assert len(result.traits) == MAX_TRAITS
+    assert result.problems[0] == "traits: Key: Value text read as trait type and value"
+    beside = normalise_traits({**metadata, "features": {"Key 0": "Value 0"}})
+    assert pairs(beside) == [("Key 0", "Value 0")]
 
 
 # Item shapes.
@@ -469,13 +524,17 @@ def test_problems_never_quote_the_token() -> None:
         (Trait("Lore", "Born in the deep sea", None), False),
         (Trait("Edition", "First", None), False),
         (Trait("Trait Count", "seven", None), False),
-        (Trait("Eyes", "7", None), False),
-        (Trait("Eyes", "-1.5", None), False),
-        (Trait("Eyes", "1,000", None), False),
-        (Trait("Eyes", "#42", None), False),
-        (Trait("Eyes", "25%", None), False),
-        (Trait("Eyes", "3/10", None), False),
-        (Trait("Eyes", "1e+300", None), False),
+        # The value's shape says nothing: the trait type decides.
+        (Trait("Eyes", "7", None), True),
+        (Trait("Skin Tone", "05", None), True),
+        (Trait("Eyes", "-1.5", None), True),
+        (Trait("Eyes", "1,000", None), True),
+        (Trait("Eyes", "#42", None), True),
+        (Trait("Eyes", "25%", None), True),
+        (Trait("Eyes", "3/10", None), True),
+        (Trait("Eyes", "1e+300", None), True),
+        (Trait("Eyes", "7", "number"), False),
+        (Trait("Score", "Blue", None), False),
     ],
 )
 def test_is_visual(trait: Trait, visual: bool) -> None:
@@ -587,3 +646,56 @@ def test_random_json_never_raises_and_stays_clean() -> None:
             assert trait.display_type is None or _is_clean(trait.display_type)
             trait.value.encode("utf-8")  # no lone surrogates left
             is_visual(trait)
+
+
+# Captions: the shapes through the tokens file and the tables build (sql/tables/texts*.sql).
+
+CAPTIONED = [
+    ("art_blocks", "traits_and_features"),
+    ("number_like", "strings_of_digits"),
+    ("number_like", "with_display_types"),
+    ("counts", "trait_count"),
+    ("counts", "counted_values"),
+    ("typed_or_not", "key_value_strings_alone_are_split"),
+]
+
+
+def _caption(traits: list[Expected]) -> str:
+    body = " ".join(
+        value if trait_type == "" else f"{value} {trait_type}" for trait_type, value, _ in traits
+    )
+    return f"A picture of Shapes, containing {body}"
+
+
+def test_captions_of_the_shapes(tmp_path: Path) -> None:
+    shapes = {(cls, s.name): s for cls, group in SHAPES.items() for s in group}
+    picked = [shapes[key] for key in CAPTIONED]
+    contract = "0x" + "5" * 40
+    records = [
+        record("Shapes", contract, i, json.dumps(s.metadata).encode()) for i, s in enumerate(picked)
+    ]
+    tokens = tmp_path / "tokens.parquet"
+    write_parquet(records, tokens)
+    build_tables(duck.connect(), [str(tokens)], LocalFolder(tmp_path / "tables"), NO_RULES)
+
+    captions = parquet_rows(tmp_path / "tables" / "captions.parquet")
+    by_method = {(int(r["token_id"]), r["preferred"]): r for r in captions}
+    for i, shape in enumerate(picked):
+        visual = [t for t in shape.traits if t[2]]
+        ours, template = by_method[i, True], by_method[i, False]
+        assert (ours["method"], ours["caption"]) == ("visual_template", _caption(visual))
+        assert template["caption"] == _caption(list(shape.traits))
+        assert (ours["traits_total"], ours["truncated"]) == (len(visual), False)
+    # Art Blocks: the features, not "Key: Value" text under the project's name.
+    assert by_method[0, True]["caption"] == (
+        "A picture of Shapes, containing Harbour Palette Sparse Density 12 Threads"
+    )
+    # Number-like values of visual traits are in the preferred caption.
+    assert by_method[1, True]["caption"] == (
+        "A picture of Shapes, containing "
+        "05 Skin Tone 067 Outfit Teal Background #12 Hat 3/10 Stripes"
+    )
+    # Count pseudo-traits are in neither caption.
+    assert by_method[3, False]["caption"] == "A picture of Shapes, containing Cap Hat"
+    problems = parquet_rows(tmp_path / "tables" / "problems.parquet", "token_id = '0'")
+    assert [p["detail"] for p in problems] == list(picked[0].problems)
