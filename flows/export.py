@@ -70,12 +70,14 @@ def export(
     image_format: Literal["png", "jpg"] = "png",
     seed: int | None = None,
     holdout: int = 0,
+    include_unrevealed: bool = False,
 ) -> dict[str, Any]:
     """Export the tables' tokens (images with their preferred caption and prompt).
 
     ``holdout``: per collection, this many train-split tokens (a seeded draw) are
     exported as split ``holdout`` instead, to evaluate on tokens never trained on
     where every collection is a training collection (the demo).
+    ``include_unrevealed``: export unrevealed placeholders too (left out by default).
     """
     settings = SETTINGS
     target = destination or paths.url(settings, paths.export(format))
@@ -88,9 +90,10 @@ def export(
         if format == "webdataset":
             options = ShardOptions(shortest_side=shortest_side, image_format=image_format)
             return _webdataset(
-                con, target, chosen, mini_only, samples_per_shard, seed, holdout, options
-            )
-        return _layout(con, target, chosen, mini_only, seed, holdout)
+                con, target, chosen, mini_only, samples_per_shard, seed, holdout, options,
+                include_unrevealed,
+            )  # fmt: skip
+        return _layout(con, target, chosen, mini_only, seed, holdout, include_unrevealed)
     finally:
         con.close()
 
@@ -104,6 +107,7 @@ def _webdataset(
     seed: int,
     holdout: int,
     options: ShardOptions,
+    include_unrevealed: bool,
 ) -> dict[str, Any]:
     settings = SETTINGS
     futures: list[PrefectFuture[ShardResult]] = []
@@ -116,6 +120,7 @@ def _webdataset(
             shuffled=True,
             seed=seed,
             holdout=holdout,
+            include_unrevealed=include_unrevealed,
         )
         futures += [
             export_shard.submit(plan, target, settings, options)
@@ -139,7 +144,13 @@ def _webdataset(
 
 
 def _layout(
-    con: Any, target: str, splits: list[str], mini_only: bool, seed: int, holdout: int
+    con: Any,
+    target: str,
+    splits: list[str],
+    mini_only: bool,
+    seed: int,
+    holdout: int,
+    include_unrevealed: bool,
 ) -> dict[str, Any]:
     settings = SETTINGS
     items = export_items(
@@ -149,6 +160,7 @@ def _layout(
         mini_only=mini_only,
         seed=seed,
         holdout=holdout,
+        include_unrevealed=include_unrevealed,
     )
     folders: dict[str, str] = {}
     futures: list[PrefectFuture[LayoutExportResult]] = []

@@ -3,7 +3,9 @@
 Orchestration only. Each collection is planned (contract facts, token id
 range, shards of ~1,000 tokens); shards run as plain synchronous tasks on Dask,
 each driving its own asyncio loop for downloads. Progress shows in the Prefect
-UI as one progress artifact per collection and a summary table at the end.
+UI as one progress artifact per collection and a summary table at the end, whose
+``reveal`` column says which collections look unrevealed (one placeholder image for
+most tokens: re-ingest them after their reveal).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tasks.ingest import (
     parse_target,
     plan_collection,
     registry_files,
+    summarize,
 )
 
 SETTINGS = load_settings()
@@ -109,7 +112,13 @@ def ingest(
     overall = _Totals("all collections", "-", sum(t.shards for t in totals.values()))
     for t in totals.values():
         overall.add(t.result, time.monotonic() - started)
-    rows = [t.row() for t in (*totals.values(), overall)]
+    # Read from every manifest of the collections, so tokens stored by earlier runs count.
+    reveal = {r["contract"]: r["reveal"] for r in summarize(ObjectStore(settings), list(totals))}
+    rows = [t.row() | {"reveal": reveal.get(t.contract, "")} for t in totals.values()]
+    rows.append(overall.row() | {"reveal": ""})
+    for row in rows:
+        if row["reveal"]:
+            logger.warning("%s looks unrevealed (%s)", row["collection"], row["reveal"])
     create_table_artifact(rows, key="ingest-summary", description="nft1000/ingest summary")
     for row in rows:
         logger.info("%s", row)

@@ -6,6 +6,9 @@
 -- sha256 of seed/holdout/contract/token_id, become split 'holdout': a token-level
 -- held-out set where every collection trains, as in the demo; 0: none).
 -- caption_traits: the [trait_type, value] pairs a visual_template caption names, in order.
+-- include_unrevealed: export unrevealed placeholders too (splits.unrevealed,
+-- sql/tables/unrevealed.sql); by default they are left out, their images being one
+-- placeholder and their captions its words.
 WITH exported AS (
     SELECT s.collection, t.contract, t.token_id, s.split, s.in_mini, t.metadata_key,
            t.image_key, t.image_mime, c.caption, p.prompt, c.method AS caption_method,
@@ -23,6 +26,7 @@ WITH exported AS (
     WHERE t.status = 'ok' AND t.image_key IS NOT NULL AND t.metadata_key IS NOT NULL
       AND c.preferred AND p.preferred
       AND (s.in_mini OR NOT getvariable('mini_only'))
+      AND (NOT s.unrevealed OR getvariable('include_unrevealed'))
     -- A token ingested twice (two runs, overlapping blocks) is exported once: the row
     -- the tables build kept (sql/tables/token_rows.sql orders rows the same way).
     QUALIFY row_number() OVER (

@@ -1,7 +1,8 @@
 """What an export writes per token, read from the tables (``sql/export/items.sql``).
 
 Both export formats (the NFT1000 folder layout and WebDataset shards) take the
-same items; only tokens whose image was stored are exported.
+same items; only tokens whose image was stored are exported, and unrevealed
+placeholders only when asked for.
 """
 
 from __future__ import annotations
@@ -72,12 +73,15 @@ def export_items(
     shuffled: bool = False,
     seed: int = 0,
     holdout: int = 0,
+    include_unrevealed: bool = False,
     batch: int = 10_000,
 ) -> Iterator[ExportItem]:
     """Stream the items of an export from the tables under ``tables`` (S3 URL or folder).
 
     ``holdout`` tokens of each collection's train split (a seeded draw) come as split
-    ``holdout`` instead: ask for that split to get them.
+    ``holdout`` instead: ask for that split to get them. Unrevealed placeholders (one
+    image standing for many tokens, ``splits.unrevealed``) are left out unless
+    ``include_unrevealed``.
     """
     unknown = set(splits) - {*SPLITS, HOLDOUT}
     if unknown:
@@ -99,9 +103,14 @@ def export_items(
         "shuffled": shuffled,
         "seed": str(seed),
         "holdout": holdout,
+        "include_unrevealed": include_unrevealed,
     }.items():
         con.execute(f"SET VARIABLE {name} = ?", [value])
-    cursor = con.execute(sql_text("export/items"))
+    try:
+        cursor = con.execute(sql_text("export/items"))
+    except duckdb.BinderException as e:  # splits.parquet without its unrevealed column
+        raise ValueError(f"tables under {tables} are older than this export: rerun "
+                         f"nft1000/tables ({e})") from e  # fmt: skip
     while rows := cursor.fetchmany(batch):
         for (
             collection,

@@ -14,6 +14,11 @@ text is. Every row named otherwise, every row left out (a second row of a token,
 a malformed id) and every metadata problem is a row of ``problems``, never a
 failed build.
 
+Unrevealed placeholders (one image and "will be revealed" metadata for many tokens,
+sql/tables/unrevealed.sql) stay in ``tokens``, ``splits`` (flagged ``unrevealed``),
+captions and prompts, but not in trait counts, rarity or the mini subset; their
+collection gets an ``unrevealed`` or ``partly_unrevealed`` problem.
+
 Outputs under the root (an s3:// URL or a local folder):
 ``traits``, ``rarity``, ``captions``, ``prompts``, ``splits``,
 ``collection_splits``, ``problems`` (each ``<name>.parquet``) and
@@ -37,6 +42,7 @@ from tasks.core.folders import Folder, open_folder
 from tasks.core.settings import Settings
 from tasks.core.sql import quote, run_sql, sql_text
 from tasks.ingest.registry import read_registry, registry_files
+from tasks.ingest.summary import PLACEHOLDER_RUN, PLACEHOLDER_SHARE
 from tasks.tables import clip_tokens
 from tasks.tables.splits import (
     Partitioning,
@@ -73,6 +79,8 @@ class TablesResult:
     words: int = 0  # distinct words whose CLIP tokens were counted
     counted_whole: int = 0  # texts counted whole instead (ftfy looks at the whole text)
     split_notes: tuple[str, ...] = ()  # how the split file's quirks were handled
+    unrevealed: int = 0  # tokens that are unrevealed placeholders
+    reveal_notes: tuple[str, ...] = ()  # per collection with placeholders: what to re-ingest
     rows: dict[str, int] = field(default_factory=dict)  # rows written per table
     seconds: dict[str, float] = field(default_factory=dict)  # per step
 
@@ -95,17 +103,31 @@ def build_tables(
     clock = _Clock(result)
     con.execute("SET VARIABLE tokens_files = ?", [tokens_files])
     con.execute("SET VARIABLE context = ?", [clip_tokens.CONTEXT_LENGTH])
+    con.execute("SET VARIABLE placeholder_share = ?", [PLACEHOLDER_SHARE])
+    con.execute("SET VARIABLE placeholder_run = ?", [PLACEHOLDER_RUN])
     run_sql(con, "tables/token_rows")
     _name_contracts(con, registry_names or {})
+    run_sql(con, "tables/unrevealed")
     run_sql(con, "tables/tables_inputs")
     result.left_out = _one(con, "SELECT count(*) FROM dropped")[0]
     result.tokens, result.described = _one(con, "SELECT count(*), count(metadata_key) FROM tokens")
+    result.unrevealed = _one(con, "SELECT count(*) FROM placeholder_tokens")[0]
+    result.reveal_notes = tuple(
+        f"{collection}: {detail}"
+        for collection, detail in con.execute(
+            "SELECT collection, detail FROM reveal_problems ORDER BY collection, contract"
+        ).fetchall()
+    )
+    con.execute("SET VARIABLE with_placeholders = true")
+    result.collections = _one(con, "SELECT count(DISTINCT contract) FROM described")[0]
     clock.lap("read tokens")
 
+    # Trait counts and rarity are of revealed tokens only (sql/tables/tables_inputs.sql).
+    con.execute("SET VARIABLE with_placeholders = false")
     run_sql(con, "tables/traits")
     # The rarity ranks are a window over all tokens: computed once, used twice.
     con.execute("CREATE OR REPLACE TABLE rarity_scores AS SELECT * FROM rarity")
-    result.collections = _one(con, "SELECT count(*) FROM collection_sizes")[0]
+    con.execute("SET VARIABLE with_placeholders = true")
     clock.lap("traits and rarity")
 
     run_sql(con, "tables/texts")

@@ -208,8 +208,9 @@ def register_collection_splits(con: duckdb.DuckDBPyConnection, partitioning: Par
 
 
 def build_splits(con: duckdb.DuckDBPyConnection, seed: int, per_collection: int = 1000) -> None:
-    """Create ``splits(collection, token_id, split, in_mini)`` from ``tokens`` and
-    ``collection_splits``; the same seed always picks the same mini subset."""
+    """Create ``splits(collection, contract, token_id, split, in_mini, unrevealed)`` from
+    ``tokens`` and ``collection_splits``; the same seed always picks the same mini subset,
+    which never holds an unrevealed placeholder."""
     if per_collection < 0:
         raise ValueError(f"per_collection must be >= 0, not {per_collection}")
     con.execute(
