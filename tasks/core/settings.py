@@ -31,7 +31,8 @@ class Settings:
     ipfs_gateways: tuple[str, ...] = ("https://ipfs.io", "https://dweb.link")
     arweave_gateway: str = "https://arweave.net"
     # host:port pairs that may be fetched even though they are not public
-    # addresses (the demo's loopback gateway). Empty in production.
+    # addresses (the demo's loopback gateway). Empty in production. They are the
+    # operator's own services: per-host limits do not apply to them, only concurrency.
     allow_hosts: tuple[str, ...] = ()
 
     # Object storage. endpoint None means AWS S3 itself.
@@ -49,10 +50,15 @@ class Settings:
 
     # Work split. A Dask task is one manifest block of 1,000 ids (tasks.ingest.blocks.BLOCK);
     # shard_size is how many of its tokens are read and downloaded together (<= 1,000).
-    # Then downloads in flight per shard and per host.
+    # Then tokens in flight per shard (each asks for its metadata, then its image), and
+    # requests in flight per host.
     shard_size: int = 1000
     concurrency: int = 32
     per_host_concurrency: int = 16
+    # Requests per second to one host (0: unpaced). This and per_host_concurrency hold for
+    # the whole Dask cluster when ingest runs on one, else per process
+    # (tasks.ingest.politeness).
+    per_host_rps: float = 0.0
 
     # HTTP behaviour towards token-named URLs.
     connect_timeout_s: float = 10.0

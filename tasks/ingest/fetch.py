@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
-from types import SimpleNamespace, TracebackType
+from types import TracebackType
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -35,6 +35,7 @@ from yarl import URL
 from tasks.core.errors import ItemError
 from tasks.core.retry import backoff_delay
 from tasks.core.settings import Settings
+from tasks.ingest.politeness import HostLimiter, host_limiter
 
 Sleep = Callable[[float], Awaitable[None]]
 # Checks a body as soon as it arrives: a retryable ItemError it raises (a CAR cut
@@ -124,7 +125,12 @@ class SafeFetcher:
     """Async context manager owning one session; ``get`` fetches one URL safely."""
 
     def __init__(
-        self, settings: Settings, *, sleep: Sleep = asyncio.sleep, rng: random.Random | None = None
+        self,
+        settings: Settings,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        limiter: HostLimiter | None = None,
     ) -> None:
         self.requests = 0
         self.bytes_received = 0
@@ -134,6 +140,10 @@ class SafeFetcher:
         self._rng = rng or random.Random()
         self._session: aiohttp.ClientSession | None = None
         self._resolver: _PublicResolver | None = None
+        # Per-host slots and pace: cluster-wide on a Dask worker (tasks.ingest.politeness).
+        # A limiter the caller passes in is the caller's to close.
+        self._owns_limiter = limiter is None
+        self._limiter = limiter if limiter is not None else host_limiter(settings)
 
     @property
     def url_deadline_s(self) -> float:
@@ -143,13 +153,10 @@ class SafeFetcher:
     async def __aenter__(self) -> SafeFetcher:
         s = self._settings
         self._resolver = _PublicResolver(self._allow, s.connect_timeout_s)
-        trace = aiohttp.TraceConfig()
-        trace.on_request_headers_sent.append(self._count_request)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 resolver=self._resolver,
                 limit=s.concurrency,
-                limit_per_host=s.per_host_concurrency,
             ),
             timeout=aiohttp.ClientTimeout(
                 total=s.request_timeout_s,
@@ -158,7 +165,6 @@ class SafeFetcher:
             ),
             headers={"User-Agent": s.user_agent},
             cookie_jar=aiohttp.DummyCookieJar(),
-            trace_configs=[trace],
         )
         return self
 
@@ -172,6 +178,8 @@ class SafeFetcher:
             await self._session.close()
         if self._resolver is not None:
             await self._resolver.close()
+        if self._owns_limiter:
+            await self._limiter.aclose()
 
     async def get(
         self,
@@ -269,13 +277,35 @@ class SafeFetcher:
         return url
 
     async def _attempt(self, url: URL, max_bytes: int, accept: str | None) -> FetchResult | URL:
+        """One request, in one of its host's slots (ItemError "timeout" if none comes).
+
+        Hosts in allow_hosts are the operator's own services (a local gateway): only
+        the shard's ``concurrency`` bounds them, not the politeness owed to others.
+        """
+        host = _host_key(url.raw_host or "", url.port or 0)
+        if host in self._allow:
+            return await self._request(url, max_bytes, accept)
+        async with self._limiter.slot(host):
+            return await self._request(url, max_bytes, accept)
+
+    async def _request(self, url: URL, max_bytes: int, accept: str | None) -> FetchResult | URL:
         """One request: the result, a redirect target, or a _Retry/ItemError."""
         if self._session is None:
             raise RuntimeError("use SafeFetcher as an async context manager")
         headers = {"Accept": accept} if accept else {}
+        # Counted here, not by an aiohttp trace hook (which costs several coroutine
+        # calls per request); an attempt that never connected sent nothing.
+        self.requests += 1
+        answered = False
         try:
-            async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
-                return await self._read(url, resp, max_bytes)
+            try:
+                async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
+                    answered = True
+                    return await self._read(url, resp, max_bytes)
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, ItemError):
+                if not answered:  # refused by the resolver, or never connected
+                    self.requests -= 1
+                raise
         except TimeoutError:
             raise _Retry(ItemError("timeout", f"timed out on {_short(url)}")) from None
         except (aiohttp.ClientConnectorDNSError, aiohttp.ClientSSLError) as exc:
@@ -320,15 +350,6 @@ class SafeFetcher:
     def _backoff(self, retry: int, retry_after: float | None) -> float:
         s = self._settings
         return backoff_delay(retry, s.backoff_base_s, s.backoff_max_s, self._rng, retry_after)
-
-    async def _count_request(
-        self,
-        session: aiohttp.ClientSession,
-        ctx: SimpleNamespace,
-        params: aiohttp.TraceRequestHeadersSentParams,
-    ) -> None:
-        """Count requests whose headers actually went out (retries and hops included)."""
-        self.requests += 1
 
 
 def _checked(check: BodyCheck, body: bytes) -> None:

@@ -27,6 +27,7 @@ from tasks.core.s3 import StoredBlob
 from tasks.core.settings import Settings
 from tasks.ingest.download import download
 from tasks.ingest.fetch import SafeFetcher
+from tasks.ingest.gateways import GatewayPool
 from tasks.ingest.manifest import ManifestRow, clip_uri, error_text
 from tasks.ingest.uris import DataLocation, Location, resolve_uri
 
@@ -56,6 +57,10 @@ class TokenContext:
     # collections point every token at the same image).
     images: dict[Location, asyncio.Task[StoredImage | ItemError]] = field(default_factory=dict)
     bytes_new: int = 0
+    gateways: GatewayPool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gateways = GatewayPool(self.settings.ipfs_gateways)
 
     async def store(self, data: bytes, mime: str) -> StoredBlob:
         blob = await self.put_blob(data, mime)
@@ -90,7 +95,7 @@ async def _metadata(
     """Fetch, parse and store the metadata; the row with its key, and the parsed JSON."""
     s = ctx.settings
     where = resolve_uri(uri, token_id, s, max_data_bytes=s.max_metadata_bytes)
-    meta = await download(where, ctx.fetcher, s.ipfs_gateways, s.max_metadata_bytes)
+    meta = await download(where, ctx.fetcher, ctx.gateways, s.max_metadata_bytes)
     metadata = parse_metadata(meta.data)
     stored = await ctx.store(meta.data, "application/json")
     row = replace(
@@ -153,7 +158,7 @@ async def _outcome(ctx: TokenContext, where: Location) -> StoredImage | ItemErro
 
 async def _fetch_image(ctx: TokenContext, where: Location) -> StoredImage:
     s = ctx.settings
-    image = await download(where, ctx.fetcher, s.ipfs_gateways, s.max_image_bytes)
+    image = await download(where, ctx.fetcher, ctx.gateways, s.max_image_bytes)
     return await _store_image(ctx, image.data, image.cid)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
@@ -16,7 +17,7 @@ from tasks.core.settings import Settings
 from tasks.ingest.download import download
 from tasks.ingest.fetch import SafeFetcher
 from tasks.ingest.ipfs.cid import CID
-from tasks.ingest.ipfs.importer import add_directory
+from tasks.ingest.ipfs.importer import add_bytes, add_directory
 from tasks.ingest.uris import IpfsLocation
 
 FILE = b"\x89PNG pretend image" * 100
@@ -150,3 +151,63 @@ async def test_one_deadline_bounds_the_download_across_gateways(servers: dict[st
         await fetch(servers, "hangs", "hangs-too", deadline_s=1.5)
     assert (e.value.kind, e.value.retryable) == ("timeout", True)
     assert time.monotonic() - started < 1.5 + 1.5
+
+
+async def test_files_of_a_verified_directory_are_asked_for_by_their_own_cid() -> None:
+    """After one token's CAR verified the directory, the others' CARs hold their file only."""
+    files = {f"{i}.png": FILE + bytes([i]) for i in range(3)}
+    root, blocks = add_directory({"sub": files})
+    asked: list[str] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        asked.append(request.path)
+        return cast(web.StreamResponse, await handler(request))
+
+    app = make_app(blocks)
+    app.middlewares.append(record)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        gateway = f"http://127.0.0.1:{server.port}"
+        settings = Settings(allow_hosts=(gateway.removeprefix("http://"),))
+        async with SafeFetcher(settings) as fetcher:
+            got = [
+                await download(IpfsLocation(str(root), f"sub/{name}"), fetcher, [gateway], 10**6)
+                for name in files
+            ]
+    finally:
+        await server.close()
+    assert [g.data for g in got] == list(files.values())
+    assert asked == [f"/ipfs/{root}/sub/0.png", f"/ipfs/{got[1].cid}", f"/ipfs/{got[2].cid}"]
+
+
+@pytest.mark.parametrize("version", [0, 1])
+async def test_a_raw_answer_is_believed_only_where_re_chunking_proves_the_cid(
+    version: int,
+) -> None:
+    big = bytes(range(256)) * 2_000  # two kubo chunks: a file node above two leaves
+    cid, _ = add_bytes(big, version)
+    started = {
+        name: TestServer(answering(200, body), host="127.0.0.1")
+        for name, body in (("raw", big), ("other", big[:-1] + b"!"))
+    }
+    for server in started.values():
+        await server.start_server()
+    try:
+        urls = {name: f"http://127.0.0.1:{s.port}" for name, s in started.items()}
+        settings = Settings(allow_hosts=tuple(u.removeprefix("http://") for u in urls.values()))
+        async with SafeFetcher(settings) as fetcher:
+            got = await download(IpfsLocation(str(cid), ""), fetcher, [urls["raw"]], 10**6)
+            assert (got.data, got.cid) == (big, str(cid))
+            with pytest.raises(ItemError) as other:
+                await download(IpfsLocation(str(cid), ""), fetcher, [urls["other"]], 10**6)
+            assert other.value.kind == "bad_car"
+            # Under a path, the raw bytes cannot be tied to the directory's CID.
+            root, _ = add_directory({"f.bin": big})
+            with pytest.raises(ItemError) as pathed:
+                await download(IpfsLocation(str(root), "f.bin"), fetcher, [urls["raw"]], 10**6)
+            assert pathed.value.kind == "bad_car"
+    finally:
+        for server in started.values():
+            await server.close()

@@ -24,6 +24,7 @@ from aiohttp import web
 from tasks.core.errors import ItemError
 from tasks.core.settings import Settings
 from tasks.ingest.fetch import SafeFetcher, is_public_address
+from tasks.ingest.politeness import LocalHostLimiter, _Gate
 
 
 @dataclass
@@ -436,13 +437,16 @@ async def test_read_timeout_is_retried_then_reported(server: Server, path: str) 
     assert time.monotonic() - started < 2
 
 
-async def test_per_host_concurrency_is_bounded(server: Server) -> None:
-    async with SafeFetcher(settings_for(server, per_host_concurrency=2)) as fetcher:
+async def test_an_allowed_host_is_bounded_by_concurrency_not_politeness(server: Server) -> None:
+    """allow_hosts are the operator's own services: the per-host limit (politeness owed to
+    public hosts, tests/unit/test_politeness.py) does not slow them, concurrency bounds them."""
+    settings = settings_for(server, concurrency=3, per_host_concurrency=1)
+    async with SafeFetcher(settings) as fetcher:
         results = await asyncio.gather(
             *(fetcher.get(server.url("/slow"), max_bytes=100) for _ in range(6))
         )
     assert [r.body for r in results] == [b"done"] * 6
-    assert server.max_in_flight == 2
+    assert server.max_in_flight == 3
 
 
 @pytest.mark.parametrize(
@@ -588,3 +592,19 @@ async def test_endless_slow_headers_are_cut_at_the_url_deadline(raw_http: int) -
         error, elapsed = await timed_error(fetcher, f"http://127.0.0.1:{raw_http}/slow")
     assert error.kind == "timeout"
     assert elapsed < DEADLINE_S + MARGIN_S
+
+
+async def test_other_hosts_take_a_slot_of_the_host_limiter() -> None:
+    """A public host's requests go through the per-host limiter (cluster-wide on Dask)."""
+    taken: list[str] = []
+
+    class Recording(LocalHostLimiter):
+        async def _take(self, host: str) -> _Gate:
+            taken.append(host)
+            return await super()._take(host)
+
+    settings = Settings(max_retries=0)
+    async with Recording(settings) as limiter, SafeFetcher(settings, limiter=limiter) as fetcher:
+        error = await fetch_error(fetcher, "http://no-such-host.invalid:8080/x")
+    assert error.kind == "connection"  # the name does not resolve: after the slot was taken
+    assert taken == ["no-such-host.invalid:8080"]

@@ -28,10 +28,12 @@ Tree: TypeAlias = Mapping[str, "bytes | Tree"]
 class _Builder:
     """Collects the blocks of one import under one CID version."""
 
-    def __init__(self, cid_version: int) -> None:
+    def __init__(self, cid_version: int, raw_leaves: bool | None = None) -> None:
         if cid_version not in (0, 1):
             raise ValueError(f"unsupported CID version {cid_version}")
         self.version = cid_version
+        # kubo: --cid-version=1 implies --raw-leaves unless told otherwise.
+        self.raw_leaves = cid_version == 1 if raw_leaves is None else raw_leaves
         self.blocks: dict[CID, bytes] = {}
 
     def put(self, block: bytes, codec: int = DAG_PB) -> CID:
@@ -53,7 +55,7 @@ class _Builder:
         return cid, tsize
 
     def _leaf(self, chunk: bytes) -> tuple[CID, int, int]:
-        if self.version == 1:  # --cid-version=1 implies --raw-leaves
+        if self.raw_leaves:
             return self.put(chunk, RAW), len(chunk), len(chunk)
         data = dagpb.encode_unixfs(
             UnixFSData(dagpb.TYPE_FILE, data=chunk or None, filesize=len(chunk))
@@ -90,9 +92,12 @@ class _Builder:
         return self.put(block), len(block) + sum(link.tsize for link in links)
 
 
-def add_bytes(data: bytes, cid_version: int = 0) -> tuple[CID, dict[CID, bytes]]:
-    """The CID ``ipfs add [--cid-version=1]`` gives ``data``, and every block of its DAG."""
-    builder = _Builder(cid_version)
+def add_bytes(
+    data: bytes, cid_version: int = 0, *, raw_leaves: bool | None = None
+) -> tuple[CID, dict[CID, bytes]]:
+    """The CID ``ipfs add [--cid-version=1] [--raw-leaves=…]`` gives ``data``, and every
+    block of its DAG."""
+    builder = _Builder(cid_version, raw_leaves)
     cid, _ = builder.file(data)
     return cid, builder.blocks
 

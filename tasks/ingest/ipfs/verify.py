@@ -14,6 +14,7 @@ from tasks.core.errors import ItemError
 from tasks.ingest.ipfs import unixfs
 from tasks.ingest.ipfs.car import read_car
 from tasks.ingest.ipfs.cid import CID, SHA2_256
+from tasks.ingest.ipfs.importer import add_bytes
 
 # Decoded, already-verified directory nodes by multihash. Tokens of one collection
 # share the directory (often HAMT) nodes above their files, so this saves decoding
@@ -53,6 +54,35 @@ def _remember(cid: CID, node: unixfs.Node, size: int) -> None:
         while _cache_bytes > _CACHE_MAX_BYTES:
             _, (_, dropped) = _VERIFIED_NODES.popitem(last=False)
             _cache_bytes -= dropped
+
+
+class _NotCached(LookupError):
+    """A directory node on the path has not been verified in this process yet."""
+
+
+def resolve_from_cache(root: CID, path: str) -> CID | None:
+    """The CID that ``root/path`` names, from verified directory nodes alone; None when
+    a node on the way is not cached, the path is empty or does not resolve.
+
+    Tokens of a collection share their directory: once one token's CAR verified it,
+    the others' files are asked for by their own CIDs, and their CARs carry the file
+    only, not the directory path again (14 KB against 0.6 KB for a small image).
+    """
+    segments = unixfs.split_path(path)
+    if not segments:
+        return None
+
+    def get(cid: CID) -> unixfs.Node:
+        node = _cached(cid)
+        if node is None or node.cid.codec != cid.codec:
+            raise _NotCached(str(cid))
+        return node
+
+    try:
+        target, _ = unixfs.resolve(get, root, segments)
+    except (_NotCached, unixfs.UnixFSError, unixfs.PathNotFound):
+        return None
+    return target
 
 
 def file_from_car(car: bytes, root: CID, path: str, max_bytes: int) -> tuple[CID, bytes]:
@@ -103,3 +133,22 @@ def file_from_car(car: bytes, root: CID, path: str, max_bytes: int) -> tuple[CID
         raise ItemError("too_large", str(e), verified=True) from None
     except (unixfs.UnixFSError, unixfs.PathNotFound) as e:
         raise ItemError("bad_car", str(e), verified=True) from None  # the content's own fault
+
+
+def file_from_raw(body: bytes, cid: CID, max_bytes: int) -> bytes:
+    """``body`` if re-chunking it as kubo's ``ipfs add`` does gives ``cid``; for gateways
+    that answer a CAR request with the file itself. Raises ItemError "cid_mismatch".
+
+    Re-chunking proves only a file CID made with kubo's default settings (CIDv0, or
+    CIDv1 with or without raw leaves); a file under a directory path cannot be proven
+    this way, so callers ask for raw bytes by a file's own CID only.
+    """
+    if len(body) > max_bytes:
+        raise ItemError("too_large", f"raw answer of {len(body)} bytes is over {max_bytes}")
+    for version, raw_leaves in ((0, False), (1, True), (1, False)):
+        if cid.version != version:
+            continue
+        built, _ = add_bytes(body, version, raw_leaves=raw_leaves)
+        if built.multihash == cid.multihash and built.codec == cid.codec:
+            return body
+    raise ItemError("cid_mismatch", f"raw answer does not re-chunk to {cid}", retryable=True)
