@@ -58,6 +58,7 @@ from infra.process import ServiceSpec, start, stop
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import load_settings
 from tasks.ingest.manifest import ManifestRow, from_parquet
+from tasks.ingest.packs import pack_key_of
 from tests.data.local_s3 import signing_as
 
 MAX_RERUNS = 2
@@ -320,9 +321,10 @@ class Check:
     rows_twice: int
     failed: dict[str, int]  # requested tokens not ok, by error kind
     leftover_parts: int
-    blob_objects: int
+    blob_objects: int  # packs and blobs stored alone
     blob_sha256: int  # distinct sha256 the rows name
-    orphan_blobs: int  # stored but named by no row (a token killed between put and row)
+    blob_refs: int  # distinct places the rows name: equals blob_sha256 when stored once
+    orphan_blobs: int  # objects named by no row (a pack of a killed run, not yet swept)
     kept: dict[int, ManifestRow]
 
 
@@ -335,16 +337,18 @@ def check(store: ObjectStore, tokens: int) -> Check:
     count = Counter(int(r.token_id) for r in rows)
     kept = {int(r.token_id): r for r in rows}
     wanted = range(tokens)
-    blobs = set(store.list_keys(store.key("blobs") + "/"))
-    named = {store.blob_key(d) for r in rows for d in (r.metadata_sha256, r.sha256) if d}
+    objects = {k for folder in ("blobs", "packs") for k in store.list_keys(store.key(folder) + "/")}
+    refs = {k for r in rows for k in (r.metadata_key, r.image_key) if k}
+    named = {pack_key_of(k) or k for k in refs}
     return Check(
         lost=[i for i in wanted if i not in kept or kept[i].status != "ok"],
         rows_twice=sum(1 for n in count.values() if n > 1),
         failed=dict(Counter(str(kept[i].error_kind) for i in wanted if kept_failed(kept, i))),
         leftover_parts=sum(1 for k in keys if "/_parts/" in k),
-        blob_objects=len(blobs),
-        blob_sha256=len(named),
-        orphan_blobs=len(blobs - named),
+        blob_objects=len(objects),
+        blob_sha256=len({d for r in rows for d in (r.metadata_sha256, r.sha256) if d}),
+        blob_refs=len(refs),
+        orphan_blobs=len(objects - named),
         kept=kept,
     )
 
@@ -462,6 +466,7 @@ def run_scenario(bench: Bench, scenario: Scenario, baseline_s: float | None) -> 
             "fetched_twice": twice,
             "blob_objects": result.blob_objects,
             "blob_distinct_sha256": result.blob_sha256,
+            "blob_distinct_refs": result.blob_refs,
             "orphan_blobs": result.orphan_blobs,
             "leftover_checkpoint_parts": result.leftover_parts,
         },

@@ -7,7 +7,8 @@ relative to the configured prefix; ``url`` makes an ``s3://`` URL of one and
 them as paths. Nothing stored names a module path, so code
 may move without moving data.
 
-    blobs/sha256/<aa>/<sha256>                    ingest: image and metadata bytes
+    blobs/sha256/<aa>/<sha256>                    ingest: a large blob, stored alone
+    packs/<contract>/<block>/<name>.pack          ingest: a block's small blobs, end to end
     manifests/<contract>/<block>.parquet          ingest: one row per token id
     manifests/<contract>/_parts/<block>/...       ingest: checkpoints of a running block
     tables/tokens/<contract>/<block>.parquet      tables: tokens per manifest block
@@ -29,6 +30,10 @@ from __future__ import annotations
 from tasks.core.settings import Settings
 
 BLOBS = "blobs"
+PACKS = "packs"
+# A blob inside a pack is named by a reference: the pack's bucket key, then
+# ``#<offset>+<length>``; a plain bucket key names a blob stored alone.
+_REF_SEPARATOR = "#"
 MANIFESTS = "manifests"
 TABLES = "tables"
 TOKENS = f"{TABLES}/tokens"
@@ -66,6 +71,31 @@ def tables_root(settings: Settings) -> str:
 
 def blob(sha256: str) -> str:
     return f"{BLOBS}/sha256/{sha256[:2]}/{sha256}"
+
+
+def pack(contract: str, block: str, name: str) -> str:
+    return f"{pack_prefix(contract, block)}{name}.pack"
+
+
+def pack_prefix(contract: str, block: str) -> str:
+    """Where a block's packs live (ends with ``/``)."""
+    return f"{PACKS}/{contract}/{block}/"
+
+
+def blob_ref(pack_key: str, offset: int, length: int) -> str:
+    """The reference of ``length`` bytes at ``offset`` inside the pack ``pack_key``."""
+    return f"{pack_key}{_REF_SEPARATOR}{offset}+{length}"
+
+
+def parse_blob_ref(ref: str) -> tuple[str, int, int] | None:
+    """(pack key, offset, length) of a reference into a pack; None for a plain key."""
+    key, sep, span = ref.rpartition(_REF_SEPARATOR)
+    if not sep:
+        return None
+    offset, plus, length = span.partition("+")
+    if not (plus and offset.isdigit() and length.isdigit()):
+        raise ValueError(f"malformed blob reference {ref[:200]!r}")
+    return key, int(offset), int(length)
 
 
 def manifest(contract: str, block: str) -> str:

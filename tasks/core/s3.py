@@ -147,6 +147,26 @@ class ObjectStore:
         body: bytes = response["Body"].read()
         return body
 
+    def read_blob(self, ref: str) -> bytes | None:
+        """A blob's bytes by the reference a manifest holds (tasks.core.paths.blob_ref: a
+        byte range of a pack, one ranged GET; or a plain key), None when it is missing."""
+        span = paths.parse_blob_ref(ref)
+        if span is None:
+            return self.get(ref)
+        key, offset, length = span
+        if length == 0:
+            return b"" if self.head(key) is not None else None
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}"
+            )
+        except ClientError as e:
+            if is_missing(e) or error_code(e) in INVALID_RANGE:
+                return None
+            raise
+        body: bytes = response["Body"].read()
+        return body if len(body) == length else None
+
     def head(self, key: str) -> Head | None:
         """An object's ETag and user metadata, or None when it does not exist."""
         try:

@@ -149,8 +149,8 @@ def _export_item(
     paths = token_paths(item.folder, item.token_id)
     if all(p in existing for p in paths):
         return None
-    metadata = store.get(item.metadata_key)
-    image = store.get(item.image_key)
+    metadata = store.read_blob(item.metadata_key)
+    image = store.read_blob(item.image_key)
     if metadata is None or image is None:
         missing = item.metadata_key if metadata is None else item.image_key
         return _failure(item, "missing_blob", f"stored object {missing} is missing")

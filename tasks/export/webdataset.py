@@ -188,7 +188,7 @@ def write_shard(
     store = ObjectStore(settings)
     members: list[tuple[str, bytes]] = []
     failures: list[Failure] = []
-    for item, sample in item_samples(plan.items, store.get, options, settings.concurrency):
+    for item, sample in item_samples(plan.items, store.read_blob, options, settings.concurrency):
         if isinstance(sample, ItemError):
             failures.append(
                 Failure(item.collection, item.contract, item.token_id, sample.kind, sample.message)

@@ -23,7 +23,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,18 +31,22 @@ from typing import Any, TypeVar
 
 from tasks.core import paths
 from tasks.core.errors import ItemError
-from tasks.core.s3 import ObjectStore, StoredBlob
+from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
 from tasks.ingest.chain import ChainReader
 from tasks.ingest.fetch import SafeFetcher
 from tasks.ingest.manifest import ManifestRow, from_parquet, to_parquet
+from tasks.ingest.packs import PackWriter, pack_key_of
+from tasks.ingest.sources import read_token_uris
 from tasks.ingest.token import TokenContext, ingest_token
+from tasks.ingest.token_source import ERC721, TokenSource
 
 T = TypeVar("T")
 
 # Token ids per manifest. Fixed, not a setting: manifests written with another
 # block size would overlap these and hold tokens twice.
 BLOCK = 1000
+_STORE_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,10 @@ class BlockSpec:
     first: int  # first token id
     end: int  # one past the last token id
     step: int = BLOCK  # ids read and downloaded together, one step after another
+    source: TokenSource = ERC721  # how the collection's token URIs are read
+    # The ids known to exist in [first, end), when the plan found them (sparse ids:
+    # enumerable or log-listed collections); None: every id of the range.
+    only: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         # Ids of another block would land in this block's manifest: a token twice.
@@ -61,6 +69,13 @@ class BlockSpec:
             raise ValueError(f"ids {self.first}..{self.end - 1} are not inside one block")
         if self.step < 1:
             raise ValueError(f"step must be at least 1, not {self.step}")
+        if self.only is not None and not all(self.first <= i < self.end for i in self.only):
+            raise ValueError(f"listed ids fall outside {self.first}..{self.end - 1}")
+
+    @property
+    def token_ids(self) -> Sequence[int]:
+        """The ids this shard ingests, in order."""
+        return range(self.first, self.end) if self.only is None else sorted(set(self.only))
 
     @property
     def block(self) -> int:
@@ -100,23 +115,49 @@ class IngestResult:
 
 
 def plan_blocks(
-    collection: str, contract: str, ids: range, shard_size: int, max_tokens: int | None = None
+    collection: str,
+    contract: str,
+    ids: Sequence[int],
+    shard_size: int,
+    max_tokens: int | None = None,
+    source: TokenSource = ERC721,
 ) -> list[BlockSpec]:
-    """One shard per block the ids touch, clipped to the ids; refuse ranges over max_tokens."""
-    count = max(0, ids.stop - ids.start)  # len() overflows past 2**63
+    """One shard per block the ids touch, clipped to the ids; refuse more than max_tokens.
+
+    `ids` is a range, or the sorted distinct ids the plan found (sparse collections):
+    then each shard lists its block's ids in `only`, unless they fill its span.
+    """
+    if isinstance(ids, range):
+        count = max(0, ids.stop - ids.start)  # len() overflows past 2**63
+        first, last = ids.start, ids.stop - 1
+    else:
+        count = len(ids)
+        first, last = (ids[0], ids[-1]) if ids else (0, -1)
     if max_tokens is not None and count > max_tokens:
         raise ValueError(
-            f"{collection}: {count} token ids ({ids.start}..{ids.stop - 1}) exceed "
+            f"{collection}: {count} token ids ({first}..{last}) exceed "
             f"max_tokens_per_collection={max_tokens}; name an explicit range, e.g. "
-            f"'{contract}:{ids.start}-{ids.start + 9999}'"
+            f"'{contract}:{first}-{first + 9999}'"
         )
     if count == 0:
         return []
     step = min(shard_size, BLOCK)
-    return [
-        BlockSpec(collection, contract, max(block, ids.start), min(block + BLOCK, ids.stop), step)
-        for block in range(ids.start - ids.start % BLOCK, ids.stop, BLOCK)
-    ]
+    if isinstance(ids, range):
+        return [
+            BlockSpec(
+                collection, contract, max(b, ids.start), min(b + BLOCK, ids.stop), step, source
+            )
+            for b in range(ids.start - ids.start % BLOCK, ids.stop, BLOCK)
+        ]
+    by_block: dict[int, list[int]] = {}
+    for i in ids:
+        by_block.setdefault(i - i % BLOCK, []).append(i)
+    specs = []
+    for listed in by_block.values():
+        dense = listed[-1] - listed[0] + 1 == len(listed)
+        only = None if dense else tuple(listed)
+        specs.append(BlockSpec(collection, contract, listed[0], listed[-1] + 1, step, source, only))
+    return specs
 
 
 def manifest_key(store: ObjectStore, spec: BlockSpec) -> str:
@@ -138,26 +179,33 @@ def ingest_block(spec: BlockSpec, settings: Settings) -> IngestResult:
 
 
 async def _run_shard(spec: BlockSpec, settings: Settings) -> IngestResult:
-    started = time.monotonic()
+    started, started_ns = time.monotonic(), time.time_ns()
     store = ObjectStore(settings)
-    wanted = range(spec.first, spec.end)
-    with ThreadPoolExecutor(max_workers=settings.concurrency) as pool:
+    wanted = spec.token_ids
+    # Few blocking calls remain per shard (a pack or a checkpoint every few seconds,
+    # large blobs): a small pool, so boto3 threads do not fight the event loop for the GIL.
+    with ThreadPoolExecutor(max_workers=_STORE_THREADS) as pool:
         blocking = _Offload(pool)
         found = await blocking(load_rows, store, spec)
         rows = found.rows
         todo = [i for i in wanted if i not in rows or not rows[i].done]
         result = IngestResult(spec.collection, spec.contract, skipped=len(wanted) - len(todo))
-        checkpoint = _Checkpoint(store, spec, blocking)
+        packs = PackWriter(store, spec.contract, spec.name, blocking, _stored_blobs(rows.values()))
+        checkpoint = _Checkpoint(store, spec, blocking, packs)
         if todo:
             rows.update(
-                await _ingest_tokens(spec, settings, store, blocking, checkpoint, todo, result)
+                await _ingest_tokens(spec, settings, blocking, packs, checkpoint, todo, result)
             )
         # A shard is finished by its manifest; a run killed after its last checkpoint
         # (all rows in parts, no manifest yet) is finished here without fetching anything.
         if todo or found.unfinished:
             final = [rows[i] for i in sorted(rows)]
             await blocking(_put_rows, store, manifest_key(store, spec), final)
-            await blocking(store.delete, [*found.parts, *checkpoint.written])
+            named = {pack_key_of(r.metadata_key) for r in final} | {
+                pack_key_of(r.image_key) for r in final
+            }
+            stale = await blocking(packs.sweep, named, started_ns)
+            await blocking(store.delete, [*found.parts, *checkpoint.written, *stale])
     _tally(result, (rows[i] for i in wanted))
     result.seconds = time.monotonic() - started
     return result
@@ -166,8 +214,8 @@ async def _run_shard(spec: BlockSpec, settings: Settings) -> IngestResult:
 async def _ingest_tokens(
     spec: BlockSpec,
     settings: Settings,
-    store: ObjectStore,
     blocking: _Offload,
+    packs: PackWriter,
     checkpoint: _Checkpoint,
     todo: list[int],
     result: IngestResult,
@@ -177,17 +225,13 @@ async def _ingest_tokens(
     An object-store failure in one token cancels the others at once: the shard fails
     fast and its retry resumes from the checkpoints.
     """
-
-    async def put_blob(data: bytes, mime: str) -> StoredBlob:
-        return await blocking(store.put_blob, data, mime)
-
     rows: dict[int, ManifestRow] = {}
     slots = asyncio.Semaphore(settings.concurrency)
     async with (
         ChainReader(settings.rpc_url, settings.rpc_batch_size) as chain,
         SafeFetcher(settings) as fetcher,
     ):
-        ctx = TokenContext(settings, fetcher, put_blob, spec.collection, spec.contract)
+        ctx = TokenContext(settings, fetcher, packs.add, spec.collection, spec.contract)
 
         async def one(token_id: int, uri: str | ItemError) -> None:
             async with slots:
@@ -198,7 +242,7 @@ async def _ingest_tokens(
             async with checkpoint.on_timer(settings.checkpoint_interval_s):
                 for at in range(0, len(todo), spec.step):
                     part = todo[at : at + spec.step]
-                    uris = await chain.token_uris(spec.contract, part)
+                    uris = await read_token_uris(chain, spec.contract, spec.source, part)
                     async with asyncio.TaskGroup() as group:
                         for i in part:
                             group.create_task(one(i, uris[i]))
@@ -240,6 +284,19 @@ def load_rows(store: ObjectStore, spec: BlockSpec) -> StoredRows:
     return StoredRows(rows, final is not None, parts)
 
 
+def _stored_blobs(rows: Iterable[ManifestRow]) -> list[tuple[str, str, int]]:
+    """(sha256, reference, size) of every blob the rows name whose size is known: what
+    a rerun or a retried token finds stored instead of storing it again."""
+    found = []
+    for row in rows:
+        if row.sha256 and row.image_key and row.bytes is not None:
+            found.append((row.sha256, row.image_key, row.bytes))
+        span = paths.parse_blob_ref(row.metadata_key) if row.metadata_key else None
+        if row.metadata_sha256 and row.metadata_key and span is not None:
+            found.append((row.metadata_sha256, row.metadata_key, span[2]))
+    return found
+
+
 def _put_rows(store: ObjectStore, key: str, rows: list[ManifestRow]) -> None:
     store.put(key, to_parquet(rows))
 
@@ -279,12 +336,19 @@ class _Offload:
 
 
 class _Checkpoint:
-    """Buffers finished rows and writes them as partial manifests; keeps their keys."""
+    """Buffers finished rows and writes them as partial manifests; keeps their keys.
 
-    def __init__(self, store: ObjectStore, spec: BlockSpec, blocking: _Offload) -> None:
+    The packs holding their blobs are written first, so no stored row names bytes
+    that are not stored.
+    """
+
+    def __init__(
+        self, store: ObjectStore, spec: BlockSpec, blocking: _Offload, packs: PackWriter
+    ) -> None:
         self.store = store
         self.spec = spec
         self.blocking = blocking
+        self.packs = packs
         self.pending: list[ManifestRow] = []
         self.written: list[str] = []
 
@@ -321,6 +385,7 @@ class _Checkpoint:
         rows, self.pending = self.pending, []
         if not rows:
             return
+        await self.packs.flush()  # after taking the rows: every blob they name is in it
         # Time-ordered names: later parts win when a resumed run reads them.
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         key = parts_prefix(self.store, self.spec) + name

@@ -33,10 +33,9 @@ T = TypeVar("T")
 
 MAX_STRING_BYTES = 1 << 20  # a tokenURI, name or symbol longer than this is refused
 MAX_RESPONSE_BYTES = 64 << 20  # one HTTP reply; a larger one is split into smaller batches
-# Above this totalSupply the ids are not enumerated (one eth_call each); the 0/1-based
-# rule gives a range that plan_shards refuses unless max_tokens_per_collection allows it.
-MAX_ENUMERATED_SUPPLY = 1 << 20
-ERC721_ENUMERABLE = bytes.fromhex("780e9d63")  # ERC-165 interface id
+# One eth_getLogs reply: a larger one is refused (LogsRefused) and asked again in halves,
+# so a contract's hostile log data never costs more than this much parsed JSON at once.
+MAX_LOGS_REPLY_BYTES = 16 << 20
 ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 # What a call answered more than once in one batch reply gets instead of an answer.
 _DUPLICATE: Mapping[str, Any] = MappingProxyType(
@@ -54,6 +53,28 @@ class StringTooLarge(ValueError):
 
 class _ReplyTooLarge(RpcError):
     """An HTTP reply is over MAX_RESPONSE_BYTES: not retried, the batch is split instead."""
+
+
+class LogsRefused(RpcError):
+    """The node refused an eth_getLogs query (too many results, too wide a block span,
+    a reply over MAX_LOGS_REPLY_BYTES, or logs not served at all): a narrower span may pass.
+    """
+
+    def __init__(self, message: str, *, unsupported: bool = False) -> None:
+        super().__init__(message)
+        self.unsupported = unsupported  # the node has no eth_getLogs: no span will pass
+
+
+class Reverted(ItemError):
+    """An eth_call that reverted, with the revert data when the node relays it.
+
+    Empty data is what a call to a function the contract lacks (and no fallback) gives,
+    so planning tells "no tokenURI at all" from "no such token" by it.
+    """
+
+    def __init__(self, message: str, data: bytes | None) -> None:
+        super().__init__("not_minted", f"call reverted: {message}")
+        self.data = data
 
 
 class NotAContract(ValueError):
@@ -127,7 +148,7 @@ def _reply_hex(reply: Mapping[str, Any] | None) -> str | ItemError:
         message = str(error.get("message", error) if isinstance(error, dict) else error)[:300]
         code = error.get("code") if isinstance(error, dict) else None
         if code == 3 or "revert" in message.lower():
-            return ItemError("not_minted", f"call reverted: {message}")
+            return Reverted(message, _revert_data(error))
         return ItemError("rpc_error", f"eth_call failed: {message}")
     result = reply.get("result")
     if not isinstance(result, str):
@@ -135,20 +156,31 @@ def _reply_hex(reply: Mapping[str, Any] | None) -> str | ItemError:
     return result
 
 
-def _token_uri(reply: Mapping[str, Any] | None) -> str | ItemError:
+def _revert_data(error: Any) -> bytes | None:
+    """The revert data a node put beside its error message (geth, anvil: ``data``)."""
+    data = error.get("data") if isinstance(error, dict) else None
+    if not isinstance(data, str) or not data.startswith("0x"):
+        return None
+    try:
+        return bytes.fromhex(data[2:])
+    except ValueError:
+        return None
+
+
+def _token_uri(reply: Mapping[str, Any] | None, function: str) -> str | ItemError:
     result = _reply_hex(reply)
     if isinstance(result, ItemError):
         return result
     try:
         return decode_string(result)
     except StringTooLarge as e:
-        return ItemError("too_large", f"tokenURI: {e}")
+        return ItemError("too_large", f"{function}: {e}")
     except UnicodeDecodeError as e:
-        return ItemError("bad_uri", f"tokenURI is not UTF-8: {e}")
+        return ItemError("bad_uri", f"{function} is not UTF-8: {e}")
     except ValueError as e:
         # The contract answered, with something that is not an ABI string: asking
         # again gets the same answer.
-        return ItemError("rpc_error", f"tokenURI result is undecodable: {e}", retryable=False)
+        return ItemError("rpc_error", f"{function} result is undecodable: {e}", retryable=False)
 
 
 def _optional(reply: Mapping[str, Any] | None, decode: Callable[[str], T]) -> T | None:
@@ -263,51 +295,7 @@ class ChainReader:
             total_supply=_optional_uint(replies.get(2)),
         )
 
-    async def token_id_range(
-        self, address: str, total_supply: int | None, explicit: tuple[int, int] | None
-    ) -> range:
-        """The token ids to read: `explicit` (first, end-exclusive) wins, else the span of
-        ids an ERC721Enumerable lists (burns and gaps make totalSupply undercount it),
-        else 0- or 1-based totalSupply ids."""
-        if explicit is not None:
-            first, end = explicit
-            if not 0 <= first <= end:
-                raise ValueError(
-                    f"token id range {explicit} is not (first, end) with 0 <= first <= end"
-                )
-            return range(first, end)
-        if total_supply is None:
-            raise ValueError(f"{address} has no totalSupply(); give its token id range explicitly")
-        address = _address(address)
-        enumerable, has_zero = await self._probe(address)
-        if enumerable and total_supply <= MAX_ENUMERATED_SUPPLY:
-            ids = await self._enumerated_ids(address, total_supply)
-            if ids:
-                return range(min(ids), max(ids) + 1)
-        first = 0 if has_zero else 1
-        return range(first, first + total_supply)
-
-    async def _probe(self, address: str) -> tuple[bool, bool]:
-        """(is ERC721Enumerable, has token 0) in one round trip.
-
-        ownerOf(0) decides token 0; if ownerOf answers for neither 0 nor 1, tokenURI(0) does.
-        """
-        replies = await self._batch(
-            address,
-            [
-                encode_call("ownerOf(uint256)", ["uint256"], [0]),
-                encode_call("ownerOf(uint256)", ["uint256"], [1]),
-                encode_call("tokenURI(uint256)", ["uint256"], [0]),
-                encode_call("supportsInterface(bytes4)", ["bytes4"], [ERC721_ENUMERABLE]),
-            ],
-        )
-        enumerable = _optional_uint(replies.get(3)) == 1
-        owner0, owner1 = _optional_uint(replies.get(0)), _optional_uint(replies.get(1))
-        if owner0 or owner1:
-            return enumerable, bool(owner0)
-        return enumerable, bool(_optional_string(replies.get(2)))
-
-    async def _enumerated_ids(self, address: str, count: int) -> list[int] | None:
+    async def enumerated_ids(self, address: str, count: int) -> list[int] | None:
         """tokenByIndex(0 .. count-1), batch_size calls per request; None if any call failed.
 
         A node failure raises RpcError instead: a guessed range would silently miss ids.
@@ -334,30 +322,90 @@ class ChainReader:
         replies = await self._batch(address, calls)
         return [_optional_uint(replies.get(n)) for n in range(len(indexes))]
 
-    async def token_uris(self, address: str, ids: Sequence[int]) -> dict[int, str | ItemError]:
-        """tokenURI of every id, batch_size calls per request; failures are ItemErrors."""
+    async def token_uris(
+        self, address: str, ids: Sequence[int], function: str = "tokenURI(uint256)"
+    ) -> dict[int, str | ItemError]:
+        """`function` (tokenURI, or ERC-1155's uri) of every id, batch_size calls per
+        request; failures are ItemErrors."""
         address = _address(address)
         chunks = [ids[i : i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
         found: dict[int, str | ItemError] = {}
-        for part in await asyncio.gather(*(self._uri_chunk(address, c) for c in chunks)):
+        parts = await asyncio.gather(*(self._uri_chunk(address, c, function) for c in chunks))
+        for part in parts:
             found.update(part)
         return {token_id: found[token_id] for token_id in ids}
 
-    async def _uri_chunk(self, address: str, ids: Sequence[int]) -> dict[int, str | ItemError]:
-        calls = [encode_call("tokenURI(uint256)", ["uint256"], [i]) for i in ids]
+    async def call_many(self, address: str, calls: Sequence[str]) -> list[str | ItemError]:
+        """Each calldata's hex result (or why there is none), batch_size calls per request.
+
+        A node failure raises RpcError: the caller decides whether to retry or give up.
+        """
+        address = _address(address)
+        chunks = [calls[i : i + self.batch_size] for i in range(0, len(calls), self.batch_size)]
+        replies = await asyncio.gather(*(self._batch(address, c) for c in chunks))
+        return [
+            _reply_hex(part.get(n))
+            for chunk, part in zip(chunks, replies, strict=True)
+            for n in range(len(chunk))
+        ]
+
+    async def _uri_chunk(
+        self, address: str, ids: Sequence[int], function: str
+    ) -> dict[int, str | ItemError]:
+        calls = [encode_call(function, ["uint256"], [i]) for i in ids]
         try:
             replies = await self._batch(address, calls)
         except _ReplyTooLarge:
             if len(ids) == 1:
-                return {ids[0]: ItemError("too_large", "the node's reply for tokenURI is too big")}
+                return {
+                    ids[0]: ItemError("too_large", f"the node's reply for {function} is too big")
+                }
             half = len(ids) // 2
             return {
-                **await self._uri_chunk(address, ids[:half]),
-                **await self._uri_chunk(address, ids[half:]),
+                **await self._uri_chunk(address, ids[:half], function),
+                **await self._uri_chunk(address, ids[half:], function),
             }
         except RpcError as e:
             return {i: ItemError("rpc_error", str(e)) for i in ids}
-        return {token_id: _token_uri(replies.get(n)) for n, token_id in enumerate(ids)}
+        return {i: _token_uri(replies.get(n), function) for n, i in enumerate(ids)}
+
+    async def block_number(self) -> int:
+        """The node's latest block number."""
+        number = _quantity((await self._requests([("eth_blockNumber", [])])).get(0))
+        if number is None:
+            raise RpcError("the node gave no block number")
+        return number
+
+    async def get_logs(
+        self, address: str, topics: Sequence[str | list[str] | None], first: int, last: int
+    ) -> list[Mapping[str, Any]]:
+        """The logs of `address` matching `topics` in blocks first..last (inclusive).
+
+        A node that refuses the query (span or result caps, a reply over
+        MAX_LOGS_REPLY_BYTES) raises LogsRefused; other node failures raise RpcError.
+        Entries that are not JSON objects are dropped; their fields are the caller's to check.
+        """
+        query = {
+            "address": _address(address),
+            "topics": list(topics),
+            "fromBlock": hex(first),
+            "toBlock": hex(last),
+        }
+        try:
+            reply = (await self._requests([("eth_getLogs", [query])], MAX_LOGS_REPLY_BYTES)).get(
+                0
+            ) or {}
+        except _ReplyTooLarge as e:
+            raise LogsRefused(str(e)) from e
+        error = reply.get("error")
+        if error is not None:
+            code = error.get("code") if isinstance(error, dict) else None
+            message = str(error.get("message", error) if isinstance(error, dict) else error)
+            raise LogsRefused(f"eth_getLogs refused: {message[:300]}", unsupported=code == -32601)
+        logs = reply.get("result")
+        if not isinstance(logs, list):
+            raise RpcError(f"eth_getLogs result is not a list: {str(logs)[:100]}")
+        return [log for log in logs if isinstance(log, dict)]
 
     async def _batch(self, address: str, calls: Sequence[str]) -> dict[int, Mapping[str, Any]]:
         """One JSON-RPC batch of eth_calls at `latest`; replies by position in `calls`."""
@@ -366,7 +414,7 @@ class ChainReader:
         )
 
     async def _requests(
-        self, requests: Sequence[tuple[str, list[Any]]]
+        self, requests: Sequence[tuple[str, list[Any]]], max_bytes: int = MAX_RESPONSE_BYTES
     ) -> dict[int, Mapping[str, Any]]:
         """One JSON-RPC batch of (method, params); replies by position in `requests`."""
         payload = [
@@ -374,21 +422,21 @@ class ChainReader:
             for n, (method, params) in enumerate(requests)
         ]
         async with self._in_flight:
-            reply = await self._post_with_retries(json.dumps(payload).encode())
+            reply = await self._post_with_retries(json.dumps(payload).encode(), max_bytes)
         return match_replies(reply, len(requests))
 
-    async def _post_with_retries(self, body: bytes) -> list[Any]:
+    async def _post_with_retries(self, body: bytes, max_bytes: int) -> list[Any]:
         for attempt in range(self._attempts - 1):
             try:
-                return await self._post(body)
+                return await self._post(body, max_bytes)
             except _ReplyTooLarge:
                 raise
             except RpcError:
                 delay = backoff_delay(attempt, self._backoff_s, self._backoff_max_s, self._rng)
                 await asyncio.sleep(delay)
-        return await self._post(body)
+        return await self._post(body, max_bytes)
 
-    async def _post(self, body: bytes) -> list[Any]:
+    async def _post(self, body: bytes, max_bytes: int) -> list[Any]:
         if self._session is None:
             raise RuntimeError("use ChainReader as `async with ChainReader(...) as reader`")
         self.round_trips += 1
@@ -404,9 +452,9 @@ class ChainReader:
                 text = bytearray()
                 async for chunk in resp.content.iter_chunked(1 << 16):
                     text += chunk
-                    if len(text) > MAX_RESPONSE_BYTES:
-                        raise _ReplyTooLarge(f"node reply is over {MAX_RESPONSE_BYTES} bytes")
-            reply = loads_bounded(bytes(text), max_bytes=MAX_RESPONSE_BYTES)
+                    if len(text) > max_bytes:
+                        raise _ReplyTooLarge(f"node reply is over {max_bytes} bytes")
+            reply = loads_bounded(bytes(text), max_bytes=max_bytes)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise RpcError(f"node request failed: {type(e).__name__}: {e}") from e
         except ValueError as e:  # not UTF-8, not JSON, or nested past json_bounded.MAX_DEPTH

@@ -40,7 +40,8 @@ _ETAG = "source-etag"  # S3 user metadata of a tokens file: its manifest's ETag
 # S3 user metadata of a tokens file: the version of sql/tables/tokens.sql it was written
 # with. A file of an older version is rebuilt, so every tokens file has every column.
 _SCHEMA = "tokens-schema"
-SCHEMA_VERSION = "2"  # 2: fetched_at; collection names cleaned and capped
+SCHEMA_VERSION = "3"  # 2: fetched_at, names cleaned; 3: trait key by content, number-like
+# values visual, count pseudo-traits left out
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ def build_block(
 
 def _loader(store: ObjectStore) -> Callable[[ManifestRow], bytes | None]:
     def load(row: ManifestRow) -> bytes | None:
-        return None if row.metadata_key is None else store.get(row.metadata_key)
+        return None if row.metadata_key is None else store.read_blob(row.metadata_key)
 
     return load
 

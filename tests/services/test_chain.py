@@ -1,10 +1,11 @@
-"""ChainReader against a real anvil holding demo Moonbirds (0-based), Loot (1-based) and
-enumerable collections whose ids have burns and gaps."""
+"""ChainReader, interface detection and id discovery against a real anvil holding demo
+Moonbirds (0-based), Loot (1-based) and enumerable collections whose ids have burns and
+gaps."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,8 @@ from infra.process import free_port, running
 from infra.stack import LOOT_ARCHIVE
 from tasks.core.errors import ItemError
 from tasks.ingest.chain import ChainReader, NotAContract, encode_call
+from tasks.ingest.interfaces import ContractInterface, detect_interface
+from tasks.ingest.token_ids import find_token_ids
 
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 MOONBIRDS = 300
@@ -88,37 +91,52 @@ async def test_collection_facts(chain: Chain) -> None:
     assert (loot.name, loot.symbol, loot.total_supply) == ("Loot", "LOOT", LOOT)
 
 
-async def test_token_id_range(chain: Chain) -> None:
+async def _ids(reader: ChainReader, address: str, supply: int | None) -> Sequence[int]:
+    contract = await detect_interface(reader, address)
+    return await find_token_ids(reader, address, contract, supply, 1_000_000)
+
+
+async def test_detect_interface(chain: Chain) -> None:
     async with ChainReader(chain.url) as reader:
-        assert await reader.token_id_range(chain.moonbirds, MOONBIRDS, None) == range(300)
-        assert await reader.token_id_range(chain.loot, LOOT, None) == range(1, 51)
-        assert await reader.token_id_range(chain.loot, LOOT, (5, 10)) == range(5, 10)
-        assert await reader.token_id_range(chain.loot, None, (1, 3)) == range(1, 3)
-        with pytest.raises(ValueError, match="range"):
-            await reader.token_id_range(chain.loot, None, None)
-        with pytest.raises(ValueError, match="range"):
-            await reader.token_id_range(chain.loot, LOOT, (10, 5))
+        birds = await detect_interface(reader, chain.moonbirds)
+        loot = await detect_interface(reader, chain.loot)
+        burned = await detect_interface(reader, chain.burned)
+        sparse = await detect_interface(reader, chain.sparse)
+        assert reader.round_trips == 4  # one batch each
+    assert birds == ContractInterface("erc721", False, (0, 1))
+    assert loot == ContractInterface("erc721", False, (1,))
+    assert burned == ContractInterface("erc721", True, (0, 1))
+    assert sparse == ContractInterface("erc721", True, ())
 
 
-async def test_enumerable_id_span(chain: Chain) -> None:
+async def test_token_ids_by_the_0_1_rule_else_the_mint_logs(chain: Chain) -> None:
+    async with ChainReader(chain.url) as reader:
+        assert await _ids(reader, chain.moonbirds, MOONBIRDS) == range(300)
+        assert await _ids(reader, chain.loot, LOOT) == range(1, 51)
+        assert reader.round_trips == 2  # the interface batch settles it
+        # No totalSupply: the mint logs list the ids (block number, then one query).
+        assert await _ids(reader, chain.loot, None) == list(range(1, LOOT + 1))
+        assert reader.round_trips == 2 + 1 + 2
+
+
+async def test_enumerable_ids_are_listed_exactly(chain: Chain) -> None:
     async with ChainReader(chain.url, batch_size=40) as reader:
         burned = await reader.collection_facts(chain.burned)
         assert burned.total_supply == 97
-        assert await reader.token_id_range(chain.burned, 97, None) == range(98)
-        assert reader.round_trips == 1 + 1 + 3  # facts, probe, tokenByIndex in 40s
-        assert await reader.token_id_range(chain.sparse, 51, None) == range(1000, 5001)
+        assert await _ids(reader, chain.burned, 97) == [
+            i for i in range(100) if i not in BURNED_IDS
+        ]
+        assert reader.round_trips == 1 + 1 + 3  # facts, interface, tokenByIndex in 40s
+        assert await _ids(reader, chain.sparse, 51) == SPARSE_IDS
         assert reader.round_trips == 5 + 1 + 2
-        # Not enumerable: the probe alone decides, as before.
-        assert await reader.token_id_range(chain.moonbirds, MOONBIRDS, None) == range(300)
-        assert reader.round_trips == 8 + 1
 
 
 async def test_enumerable_falls_back_when_an_index_fails(chain: Chain) -> None:
     async with ChainReader(chain.url) as reader:
-        # tokenByIndex(51) reverts: no token has that index, so the 1-based rule applies.
-        assert await reader.token_id_range(chain.sparse, 52, None) == range(1, 53)
-        assert await reader.token_id_range(chain.burned, 98, None) == range(98)
-        assert reader.round_trips == 4
+        # tokenByIndex(51) reverts; neither 0 nor 1 is a token: the mint logs list the ids.
+        assert await _ids(reader, chain.sparse, 52) == SPARSE_IDS
+        # tokenByIndex(97) reverts; token 0 exists: the 0-based rule (burned ids included).
+        assert await _ids(reader, chain.burned, 98) == range(98)
 
 
 async def test_enumerable_gaps_are_not_minted(chain: Chain) -> None:

@@ -13,11 +13,12 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tasks.core.s3 import ObjectStore, StoredBlob
+from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings, load_settings
 from tasks.ingest.blocks import (
     BlockSpec,
@@ -30,7 +31,7 @@ from tasks.ingest.blocks import (
 from tasks.ingest.manifest import from_parquet, to_parquet
 from tests.support import REPO
 from tests.support.servers import GatewayProxy
-from tests.support.stack import MOONBIRDS, Services
+from tests.support.stack import MOONBIRDS, Services, object_of, stored_objects
 
 CHILD = """
 import sys
@@ -55,17 +56,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
             text = str(value)
         env[f"NFT1000_{fld.name.upper()}"] = text
     return env
-
-
-def blob_sizes(store: ObjectStore) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    pages = store.client.get_paginator("list_objects_v2").paginate(
-        Bucket=store.bucket, Prefix=store.key("blobs") + "/"
-    )
-    for page in pages:
-        for obj in page.get("Contents", []):
-            sizes[obj["Key"]] = obj["Size"]
-    return sizes
 
 
 def test_killed_run_resumes_from_checkpoints(services: Services, settings: Settings) -> None:
@@ -115,7 +105,7 @@ def test_killed_run_resumes_from_checkpoints(services: Services, settings: Setti
     checkpointed = load_rows(store, spec).rows
     assert 0 < len(checkpointed) < MOONBIRDS
     assert all(r.status == "ok" for r in checkpointed.values())
-    blobs_at_kill = blob_sizes(store)
+    blobs_at_kill = {k: size for k, (_, size, _) in stored_objects(store).items()}
 
     result = ingest_block(spec, settings)
 
@@ -135,12 +125,13 @@ def test_killed_run_resumes_from_checkpoints(services: Services, settings: Setti
             assert row == checkpointed[int(row.token_id)]  # kept, not fetched again
     assert store.list_keys(parts) == []
 
-    blobs = blob_sizes(store)
-    named = {k for r in rows for k in (r.metadata_key, r.image_key) if k}
-    assert set(blobs) == named
-    assert len(named) == len({d for r in rows for d in (r.metadata_sha256, r.sha256) if d})
-    # Conditional puts: the resumed run created exactly the blobs missing after the kill.
-    assert set(blobs_at_kill) <= set(blobs)
+    blobs = {k: size for k, (_, size, _) in stored_objects(store).items()}
+    refs = {k for r in rows for k in (r.metadata_key, r.image_key) if k}
+    # Packs the killed run wrote that no checkpoint named are gone: nothing stored twice.
+    assert set(blobs) == {object_of(k) for k in refs}
+    assert len(refs) == len({d for r in rows for d in (r.metadata_sha256, r.sha256) if d})
+    # The resumed run stored exactly the bytes missing after the kill, in new packs.
+    assert result.new_bytes == sum(size for k, size in blobs.items() if k not in blobs_at_kill)
     assert result.new_bytes == sum(size for k, size in blobs.items() if k not in blobs_at_kill)
 
 
@@ -258,14 +249,15 @@ def test_a_store_failure_stops_the_shard_at_once(
             ipfs_gateways=(slow.url,), allow_hosts=(*settings.allow_hosts, slow.host_port)
         )
         spec = BlockSpec("StoreDown", address, 1, 7)
-        put_blob = ObjectStore.put_blob
+        settings = settings.replace(checkpoint_interval_s=0.2)
+        put = ObjectStore.put
 
-        def failing_svg(store: ObjectStore, data: bytes, mime: str) -> StoredBlob:
-            if mime == "image/svg+xml":
+        def failing_packs(store: ObjectStore, key: str, data: bytes, *args: Any) -> None:
+            if "/packs/" in f"/{key}":
                 raise ClientError({"Error": {"Code": "SlowDown"}}, "PutObject")
-            return put_blob(store, data, mime)
+            put(store, key, data, *args)
 
-        monkeypatch.setattr(ObjectStore, "put_blob", failing_svg)
+        monkeypatch.setattr(ObjectStore, "put", failing_packs)
         started = time.monotonic()
         with pytest.raises(ClientError, match="SlowDown"):
             ingest_block(spec, settings)

@@ -30,11 +30,20 @@ from PIL import Image
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
 from tasks.ingest.blocks import BlockSpec, IngestResult, ingest_block, manifest_key, plan_blocks
+from tasks.ingest.gateways import FAILS_TO_BENCH
 from tasks.ingest.ipfs.cid import CID
 from tasks.ingest.ipfs.importer import add_bytes
 from tasks.ingest.manifest import ManifestRow, from_parquet
 from tests.support.servers import GatewayProxy, Origin
-from tests.support.stack import MOONBIRDS, MOONBIRDS_ARCHIVE, QUIRKS_IMAGE_CAP, Services, prefix_for
+from tests.support.stack import (
+    MOONBIRDS,
+    MOONBIRDS_ARCHIVE,
+    QUIRKS_IMAGE_CAP,
+    Services,
+    object_of,
+    prefix_for,
+    stored_objects,
+)
 
 MAX_IMAGE_BYTES = QUIRKS_IMAGE_CAP
 AR_TXID = "bNbA3TEQVL60xlgCcqdz4ZPHFZ711cZ3hmkpGttDt_U"
@@ -86,21 +95,9 @@ def read_manifest(store: ObjectStore, spec: BlockSpec) -> dict[int, ManifestRow]
     return by_id
 
 
-def blob_listing(store: ObjectStore) -> dict[str, tuple[str, int, Any]]:
-    """Every blob under the store's prefix: key -> (ETag, size, LastModified)."""
-    found: dict[str, tuple[str, int, Any]] = {}
-    pages = store.client.get_paginator("list_objects_v2").paginate(
-        Bucket=store.bucket, Prefix=store.key("blobs") + "/"
-    )
-    for page in pages:
-        for obj in page.get("Contents", []):
-            found[obj["Key"]] = (obj["ETag"], obj["Size"], obj["LastModified"])
-    return found
-
-
 def read_blobs(store: ObjectStore, keys: set[str]) -> dict[str, bytes]:
     with ThreadPoolExecutor(8) as pool:
-        values = list(pool.map(store.get, sorted(keys)))
+        values = list(pool.map(store.read_blob, sorted(keys)))
     assert all(v is not None for v in values), "a manifest names a blob that is not in S3"
     return {k: v for k, v in zip(sorted(keys), values, strict=True) if v is not None}
 
@@ -505,14 +502,11 @@ def test_quirk_row(quirks: Quirks, name: str) -> None:
     if case.kind is None:
         assert (row.status, row.error_kind, row.error) == ("ok", None, None), row.error
         assert case.image is not None
-        stored = store.get(row.image_key or "")
+        stored = store.read_blob(row.image_key or "")
         assert stored == case.image
         assert row.sha256 == sha(case.image)
-        assert row.image_key == store.blob_key(sha(case.image))
         assert row.bytes == len(case.image)
         assert row.mime == case.mime
-        head = store.client.head_object(Bucket=store.bucket, Key=row.image_key or "")
-        assert head["ContentType"] == case.mime
         assert (row.width, row.height) == (case.size or (None, None))
         assert row.cid == case.cid
     else:
@@ -522,11 +516,9 @@ def test_quirk_row(quirks: Quirks, name: str) -> None:
         assert (row.image_key, row.sha256, row.mime, row.bytes, row.cid) == (None,) * 5
     if case.keeps_metadata:
         assert case.metadata is not None
-        assert row.metadata_key == store.blob_key(sha(case.metadata))
+        assert row.metadata_key is not None
         assert row.metadata_sha256 == sha(case.metadata)
-        assert store.get(row.metadata_key) == case.metadata
-        head = store.client.head_object(Bucket=store.bucket, Key=row.metadata_key)
-        assert head["ContentType"] == "application/json"
+        assert store.read_blob(row.metadata_key) == case.metadata
         assert row.metadata_cid == case.metadata_cid
     else:
         assert (row.metadata_key, row.metadata_sha256, row.metadata_cid) == (None, None, None)
@@ -566,22 +558,22 @@ def test_quirks_requests_and_blocked_hosts(quirks: Quirks) -> None:
 
 
 def test_quirks_blobs_are_content_addressed(quirks: Quirks) -> None:
-    """S3 holds exactly one blob per distinct content the manifest names."""
+    """S3 holds exactly the objects the manifest names, one copy per distinct content."""
     rows = quirks.rows.values()
-    named = {k for r in rows for k in (r.metadata_key, r.image_key) if k}
-    assert set(blob_listing(quirks.store)) == named
+    refs = {k for r in rows for k in (r.metadata_key, r.image_key) if k}
+    assert set(stored_objects(quirks.store)) == {object_of(k) for k in refs}
     digests = {d for r in rows for d in (r.metadata_sha256, r.sha256) if d}
-    assert len(named) == len(digests)
+    assert len(refs) == len(digests)
     unrevealed = {quirks.row(f"unrevealed_{n}")[1].image_key for n in range(UNREVEALED)}
     assert len(unrevealed) == 1
     same = {quirks.row(n)[1].image_key for n in ("ipfs_cid_path", "ipfs_same_image")}
     assert len(same) == 1
-    expected_new = sum(size for _, size, _ in blob_listing(quirks.store).values())
+    expected_new = sum(size for _, size, _ in stored_objects(quirks.store).values())
     assert quirks.result.new_bytes == expected_new
 
 
 def test_quirks_rerun_fetches_nothing(quirks: Quirks) -> None:
-    before = blob_listing(quirks.store)
+    before = stored_objects(quirks.store)
     gateway_before = quirks.gateway.count()
     again = ingest_block(quirks.spec, quirks.settings)
     assert (again.http_requests, again.rpc_round_trips, again.new_bytes) == (0, 0, 0)
@@ -589,7 +581,7 @@ def test_quirks_rerun_fetches_nothing(quirks: Quirks) -> None:
     assert (again.ok, again.failed) == (quirks.result.ok, quirks.result.failed)
     assert quirks.gateway.count() == gateway_before
     assert sum(quirks.outsider.hits.values()) == 0
-    assert blob_listing(quirks.store) == before
+    assert stored_objects(quirks.store) == before
 
 
 def test_lying_gateway(quirks: Quirks, request: pytest.FixtureRequest) -> None:
@@ -606,12 +598,13 @@ def test_lying_gateway(quirks: Quirks, request: pytest.FixtureRequest) -> None:
         )
         result = ingest_block(spec, first)
         assert result.ok == len(ipfs_ids), result.failed
-        assert liar.count() == 2 * len(ipfs_ids)  # asked first for metadata and image
+        # Asked first, until its third lie benches it behind the honest gateway.
+        assert FAILS_TO_BENCH <= liar.count() < 2 * len(ipfs_ids)
         store = ObjectStore(first)
         for token_id, row in read_manifest(store, spec).items():
             case = quirks.cases[token_id]
             assert row.sha256 == sha(case.image or b"")
-            assert store.get(row.image_key or "") == case.image
+            assert store.read_blob(row.image_key or "") == case.image
             assert row.cid == case.cid
 
         alone = base.replace(
@@ -626,7 +619,7 @@ def test_lying_gateway(quirks: Quirks, request: pytest.FixtureRequest) -> None:
                 "cid_mismatch",
                 None,
             )
-        assert blob_listing(store) == {}
+        assert stored_objects(store) == {}
     finally:
         liar.stop()
 
@@ -699,14 +692,14 @@ def test_moonbirds_in_three_steps_then_rerun(services: Services, settings: Setti
             }
         assert sum(r.new_bytes for r in results) == sum(len(b) for b in blobs.values())
 
-        blobs_before = blob_listing(store)
+        blobs_before = stored_objects(store)
         manifest_bytes = {k: store.get(k) for k in manifests}
         again = [ingest_block(spec, settings) for spec in specs]
         for r in again:
             assert (r.http_requests, r.rpc_round_trips, r.new_bytes) == (0, 0, 0)
             assert (r.tokens, r.ok, r.skipped) == (MOONBIRDS, MOONBIRDS, MOONBIRDS)
         assert proxy.count() == 2 * MOONBIRDS  # the gateway was asked nothing more
-        assert blob_listing(store) == blobs_before  # not one blob written again
+        assert stored_objects(store) == blobs_before  # not one blob written again
         assert {k: store.get(k) for k in manifests} == manifest_bytes
     finally:
         proxy.stop()
@@ -730,9 +723,9 @@ def test_loot_on_chain_svgs(services: Services, settings: Settings) -> None:
         assert row.token_uri == uri
         assert (row.mime, row.width, row.height, row.cid) == ("image/svg+xml", None, None, None)
         assert row.sha256 == sha(svg)
-        assert store.get(row.image_key or "") == svg
+        assert store.read_blob(row.image_key or "") == svg
         assert row.metadata_sha256 == sha(meta)
-        assert store.get(row.metadata_key or "") == meta
+        assert store.read_blob(row.metadata_key or "") == meta
     again = ingest_block(spec, settings)
     assert (again.http_requests, again.rpc_round_trips, again.skipped) == (0, 0, 50)
 

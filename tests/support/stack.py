@@ -18,10 +18,13 @@ from PIL import Image
 from infra import stack
 from infra.demo_chain import deploy_contract, rpc, send_transaction
 from infra.demo_content import MoonbirdsContent
+from tasks.core import paths
+from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
 from tasks.ingest.chain import encode_call
 from tasks.ingest.ipfs.car import write_car
 from tasks.ingest.ipfs.importer import add_directory
+from tasks.ingest.packs import pack_key_of
 
 MOONBIRDS_ARCHIVE = stack.MOONBIRDS_ARCHIVE
 LOOT_ARCHIVE = stack.LOOT_ARCHIVE
@@ -119,3 +122,22 @@ def read_moonbirds(count: int) -> dict[int, tuple[bytes, bytes]]:
 def data_uri_bytes(uri: str) -> bytes:
     """The decoded payload of a base64 data: URI (Loot's on-chain JSON)."""
     return base64.b64decode(uri.split(",", 1)[1])
+
+
+def stored_objects(store: ObjectStore) -> dict[str, tuple[str, int, Any]]:
+    """Every object ingest stores bytes in (blobs alone and packs) under the store's
+    prefix: key -> (ETag, size, LastModified)."""
+    found: dict[str, tuple[str, int, Any]] = {}
+    for folder in (paths.BLOBS, paths.PACKS):
+        pages = store.client.get_paginator("list_objects_v2").paginate(
+            Bucket=store.bucket, Prefix=store.key(folder) + "/"
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                found[obj["Key"]] = (obj["ETag"], obj["Size"], obj["LastModified"])
+    return found
+
+
+def object_of(ref: str) -> str:
+    """The object a blob reference lives in: its pack, or the key itself."""
+    return pack_key_of(ref) or ref

@@ -6,11 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+from eth_abi.abi import encode
 
 from infra.cli import main
 from tasks.core.settings import Settings, load_settings
 from tasks.ingest.blocks import BLOCK, BlockSpec, plan_blocks
 from tasks.ingest.chain import CollectionFacts
+from tasks.ingest.erc1155 import batch_ids, substitute_id
+from tasks.ingest.logs import IdSet, TooManyIds
+from tasks.ingest.plan import spread
 from tasks.ingest.registry import (
     CollectionTarget,
     collection_name,
@@ -18,6 +22,7 @@ from tasks.ingest.registry import (
     parse_target,
     registry_files,
 )
+from tasks.ingest.token_source import ERC1155
 from tasks.tables.splits import load_split_rules, split_for
 
 MOONBIRDS_MAINNET = "0x23581767a106ae21c074b2276d25e5c3e136a68b"
@@ -205,3 +210,61 @@ def test_collection_names_from_contracts_are_clipped_and_valid() -> None:
     assert collection_name(by_address, CollectionFacts(address, None, None, None)) == address
     named = CollectionTarget("Moonbirds", address, None)
     assert collection_name(named, hostile) == "Moonbirds"
+
+
+def test_listed_ids_become_shards_that_read_exactly_them() -> None:
+    """Sparse ids (tokenByIndex or mint logs): each shard lists its block's ids in `only`,
+    unless they fill its span; the limit counts ids, not the span they cover."""
+    ids = [3, 7, 999, 1000, 1001, 1002, 4_000_000]
+    shards = plan_blocks("C", "0xc", ids, 250, max_tokens=7, source=ERC1155)
+    assert shards == [
+        BlockSpec("C", "0xc", 3, 1000, 250, ERC1155, (3, 7, 999)),
+        BlockSpec("C", "0xc", 1000, 1003, 250, ERC1155),  # dense: the range says it
+        BlockSpec("C", "0xc", 4_000_000, 4_000_001, 250, ERC1155),
+    ]
+    assert [list(s.token_ids) for s in shards] == [[3, 7, 999], [1000, 1001, 1002], [4_000_000]]
+    assert plan_blocks("C", "0xc", [], 1000) == []
+    with pytest.raises(ValueError, match=r"7 token ids \(3..4000000\) exceed"):
+        plan_blocks("C", "0xc", ids, 1000, max_tokens=6)
+
+
+def test_the_sample_spreads_over_the_planned_ids() -> None:
+    assert spread(range(5), 20) == [0, 1, 2, 3, 4]
+    assert spread(range(100), 5) == [0, 24, 49, 74, 99]
+    assert spread([10, 20, 30, 40], 2) == [10, 40]
+    top = spread(range(2**256 - 10**6, 2**256), 3)
+    assert top == [2**256 - 10**6, 2**256 - 10**6 + 499_999, 2**256 - 1]
+
+
+def _batch_data(ids: list[int], values: list[int]) -> bytes:
+    return encode(["uint256[]", "uint256[]"], [ids, values])
+
+
+def test_transfer_batch_ids_are_read_within_bounds() -> None:
+    """TransferBatch data is contract-written: lengths are checked against the bytes there,
+    and more ids than the collection may still hold are refused before decoding."""
+    assert batch_ids(_batch_data([1, 2**256 - 1, 5], [1, 1, 1]), room=3) == [1, 2**256 - 1, 5]
+    with pytest.raises(TooManyIds):
+        batch_ids(_batch_data(list(range(100)), [1] * 100), room=99)
+    lying = bytearray(_batch_data([1, 2], [1, 1]))
+    lying[64 + 28 : 64 + 32] = (10**6).to_bytes(4, "big")  # ids length: a million
+    assert batch_ids(bytes(lying), room=10**9) == []
+    far = (2**255).to_bytes(32, "big") + bytes(32)  # offset far past the data
+    assert batch_ids(far, room=10) == []
+    assert batch_ids(b"\x00" * 10, room=10) == []
+
+
+def test_mint_ids_stop_at_the_collection_limit() -> None:
+    found = IdSet(3)
+    found.add([1, 2, 2, 3])
+    assert found.room == 1
+    with pytest.raises(TooManyIds, match="max_tokens_per_collection=3"):
+        found.add([4])
+
+
+def test_erc1155_id_substitution() -> None:
+    assert substitute_id("ipfs://cid/{id}.json", 0x4CCE) == "ipfs://cid/" + "0" * 60 + "4cce.json"
+    assert substitute_id("https://a.test/{id}?v={id}", 1) == (
+        "https://a.test/" + f"{1:064x}" + "?v=" + f"{1:064x}"
+    )
+    assert substitute_id("https://a.test/static.json", 5) == "https://a.test/static.json"

@@ -73,7 +73,7 @@ def build_masks(
         contract, collection = item.contract, item.collection
         if not item.traits:
             continue
-        data = store.get(item.image_key)
+        data = store.read_blob(item.image_key)
         if data is None:
             continue
         try:
