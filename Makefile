@@ -30,6 +30,7 @@ test-fast: install
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest tests/unit
 
+# The ingest beside img2dataset at 0 and 50 ms gateway latency (docs/benchmarks.md).
 bench: install
 	$(BIN)/python -m bench.ingest
 

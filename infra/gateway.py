@@ -9,17 +9,21 @@ It can also misbehave, as public gateways do, so that clients can be tested
 against it (``bench/faults.py``): answer a fraction of content requests with a
 429 or 5xx storm, with or without Retry-After, or cut CAR responses short, for a
 window that opens some seconds after its first content request. A request log
-(one JSON line per content request) lets a bench count what was fetched.
+(one JSON line per content request) lets a bench count what was fetched. An added
+latency holds every content answer that long, as a distant gateway would
+(``bench/ingest.py`` compares clients at 0 and 50 ms); other requests wait in
+parallel meanwhile.
 
     python -m infra.gateway --car-dir DIR --host 127.0.0.1 --port N
         [--fault-status 429 --fault-fraction 0.5 --fault-retry-after 1]
         [--truncate-fraction 0.1] [--fault-start-s 2 --fault-duration-s 10]
-        [--request-log FILE]
+        [--request-log FILE] [--latency-ms 50]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import json
 import logging
@@ -171,8 +175,12 @@ def make_app(
     blocks: Mapping[CID, bytes],
     faults: Faults | None = None,
     request_log: RequestLog | None = None,
+    latency_s: float = 0.0,
 ) -> web.Application:
-    """The gateway as an aiohttp application over these blocks (tests run it in-process)."""
+    """The gateway as an aiohttp application over these blocks (tests run it in-process);
+    every content answer is held `latency_s` first (health answers are not)."""
+    if latency_s < 0:
+        raise ValueError(f"latency must not be negative, not {latency_s}")
     store = BlockStore(blocks)
     draw = _FaultDraw(faults or Faults())
 
@@ -181,6 +189,8 @@ def make_app(
 
     async def ipfs(request: web.Request) -> web.Response:
         fault: str | None = None
+        if latency_s:
+            await asyncio.sleep(latency_s)
         try:
             if (status := draw.status()) is not None:
                 fault = str(status)
@@ -256,6 +266,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--request-log", type=Path, help="append one JSON line per request")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="hold every content answer this long"
+    )
     faults = parser.add_argument_group("faults (for testing clients)")
     faults.add_argument("--fault-status", type=int, help="429 or a 5xx")
     faults.add_argument("--fault-fraction", type=float, default=0.0)
@@ -279,9 +292,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     log.info("serving %d blocks from %s on %s:%d", len(blocks), args.car_dir, args.host, args.port)
     if plan != Faults():
         log.info("faults: %s", plan)
+    if args.latency_ms:
+        log.info("added latency: %g ms per content request", args.latency_ms)
     out = None if args.request_log is None else args.request_log.open("a", encoding="utf-8")
     try:
-        app = make_app(blocks, plan, None if out is None else RequestLog(out))
+        request_log = None if out is None else RequestLog(out)
+        app = make_app(blocks, plan, request_log, latency_s=args.latency_ms / 1000)
         web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
     finally:
         if out is not None:

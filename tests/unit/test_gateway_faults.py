@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -95,3 +96,27 @@ def test_faults_refuse_nonsense() -> None:
         Faults(status=404, fraction=1.0)
     with pytest.raises(ValueError, match="fraction"):
         Faults(truncate_fraction=1.5)
+
+
+async def test_added_latency_holds_each_content_answer_in_parallel() -> None:
+    root, blocks = _folder()
+    latency = 0.2
+    async with TestClient(TestServer(make_app(blocks, latency_s=latency))) as client:
+        started = time.monotonic()
+        assert (await client.get("/health")).status == 200
+        health_s = time.monotonic() - started
+
+        async def fetch(name: str) -> bytes:
+            return await (await client.get(f"/ipfs/{root}/{name}")).read()
+
+        started = time.monotonic()
+        bodies = await asyncio.gather(*(fetch(name) for name in FILES for _ in range(5)))
+        content_s = time.monotonic() - started
+    assert bodies == [FILES[name] for name in FILES for _ in range(5)]
+    assert health_s < latency  # only content answers wait
+    assert latency <= content_s < 2 * latency  # 20 requests held side by side, not in turn
+
+
+def test_latency_refuses_negative() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        make_app({}, latency_s=-0.01)
