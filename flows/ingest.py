@@ -11,6 +11,7 @@ most tokens: re-ingest them after their reveal).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import cast
 from uuid import UUID
 
@@ -60,9 +61,16 @@ def block_task(spec: BlockSpec, settings: Settings) -> IngestResult:
 
 @flow(name="nft1000", task_runner=task_runner(SETTINGS), log_prints=True)
 def ingest(
-    collections: list[str] | None = None, shard_size: int | None = None
+    collections: list[str] | None = None,
+    shard_size: int | None = None,
+    refetch_unrevealed: bool = False,
 ) -> list[dict[str, object]]:
-    """Ingest collections named in the registry or by address (see tasks.ingest.registry)."""
+    """Ingest collections named in the registry or by address (see tasks.ingest.registry).
+
+    ``refetch_unrevealed``: fetch again the stored tokens that show their block's
+    placeholder image, for a re-ingest after a reveal (`nft1000 summary` lists the
+    collections due for one); other stored tokens are never fetched again.
+    """
     logger = get_run_logger()
     settings = SETTINGS if shard_size is None else SETTINGS.replace(shard_size=shard_size)
     specs = collections or list(settings.collections)
@@ -95,7 +103,8 @@ def ingest(
                 0.0, key=artifact_key("ingest", name), description=f"{name}: blocks done"
             ),
         )
-        shard_futures += [block_task.submit(s, settings) for s in plan.blocks]
+        blocks = [replace(s, refetch_placeholders=refetch_unrevealed) for s in plan.blocks]
+        shard_futures += [block_task.submit(s, settings) for s in blocks]
 
     for done in as_completed(shard_futures):
         try:

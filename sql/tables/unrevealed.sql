@@ -126,7 +126,7 @@ WITH
                     ELSE 'their metadata says so' END AS why
         FROM counted AS c JOIN shared_images AS s USING (contract)
     )
--- A rerun of the ingest keeps the tokens it stored: the detail says what to delete.
+-- A plain rerun of the ingest keeps the tokens it stored: the detail says how to refetch.
 SELECT n.collection, s.contract, NULL::VARCHAR AS token_id,
        CASE WHEN most THEN 'unrevealed' ELSE 'partly_unrevealed' END AS kind,
        CASE WHEN most
@@ -135,8 +135,8 @@ SELECT n.collection, s.contract, NULL::VARCHAR AS token_id,
             ELSE format('{:,} of {:,} tokens, ids {} to {}, are unrevealed placeholders ({}): '
                         || 're-ingest them after their reveal',
                         placeholders, ok, first_id, last_id, why)
-       END || format(' (a rerun keeps stored tokens: delete manifests/{}/ first); they are '
-                     || 'left out of rarity and exports', s.contract) AS detail
+       END || ' (nft1000/ingest with refetch_unrevealed=true fetches them again); they are '
+           || 'left out of rarity and exports' AS detail
 FROM stated AS s JOIN contract_names AS n USING (contract);
 
 -- The per-token working set is done with; the tables keep placeholder_tokens.

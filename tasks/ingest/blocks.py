@@ -15,6 +15,8 @@ killed run resumes where it stopped; the finished shard rewrites its block's
 manifest with every row known so far (rows outside the requested ids are kept
 as earlier runs left them). Tokens already done (stored, or failed for good) are
 never fetched again: a rerun over an ingested collection sends no HTTP request.
+The one exception is asked for: ``refetch_placeholders`` fetches again the tokens
+that show the block's placeholder image (a re-ingest after a reveal).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from tasks.ingest.fetch import SafeFetcher
 from tasks.ingest.manifest import ManifestRow, from_parquet, to_parquet
 from tasks.ingest.packs import PackWriter, pack_key_of
 from tasks.ingest.sources import read_token_uris
+from tasks.ingest.summary import PLACEHOLDER_RUN, PLACEHOLDER_SHARE
 from tasks.ingest.token import TokenContext, ingest_token
 from tasks.ingest.token_source import ERC721, TokenSource
 
@@ -62,6 +65,9 @@ class BlockSpec:
     # The ids known to exist in [first, end), when the plan found them (sparse ids:
     # enumerable or log-listed collections); None: every id of the range.
     only: tuple[int, ...] | None = None
+    # Fetch again the stored tokens that show the block's placeholder image (a
+    # re-ingest after a reveal); otherwise a stored token is never fetched again.
+    refetch_placeholders: bool = False
 
     def __post_init__(self) -> None:
         # Ids of another block would land in this block's manifest: a token twice.
@@ -189,6 +195,10 @@ async def _run_shard(spec: BlockSpec, settings: Settings) -> IngestResult:
         found = await blocking(load_rows, store, spec)
         rows = found.rows
         todo = [i for i in wanted if i not in rows or not rows[i].done]
+        # Placeholder rows asked for again are kept unless the new fetch succeeds.
+        again = placeholder_ids(rows, wanted) if spec.refetch_placeholders else []
+        before = {i: rows[i] for i in again}
+        todo = sorted({*todo, *again})
         result = IngestResult(spec.collection, spec.contract, skipped=len(wanted) - len(todo))
         packs = PackWriter(store, spec.contract, spec.name, blocking, _stored_blobs(rows.values()))
         checkpoint = _Checkpoint(store, spec, blocking, packs)
@@ -196,6 +206,7 @@ async def _run_shard(spec: BlockSpec, settings: Settings) -> IngestResult:
             rows.update(
                 await _ingest_tokens(spec, settings, blocking, packs, checkpoint, todo, result)
             )
+            rows.update((i, old) for i, old in before.items() if rows[i].status != "ok")
         # A shard is finished by its manifest; a run killed after its last checkpoint
         # (all rows in parts, no manifest yet) is finished here without fetching anything.
         if todo or found.unfinished:
@@ -282,6 +293,20 @@ def load_rows(store: ObjectStore, spec: BlockSpec) -> StoredRows:
         if data is not None:
             rows.update((int(r.token_id), r) for r in from_parquet(data))
     return StoredRows(rows, final is not None, parts)
+
+
+def placeholder_ids(rows: dict[int, ManifestRow], wanted: Sequence[int]) -> list[int]:
+    """The stored tokens of ``wanted`` that show the block's placeholder: its most shown
+    image, when at least PLACEHOLDER_SHARE of its stored tokens or PLACEHOLDER_RUN of
+    them show it (the rule `nft1000 summary` flags a collection by)."""
+    shown = [(i, rows[i].sha256) for i in wanted if i in rows and rows[i].status == "ok"]
+    counts = Counter(digest for _, digest in shown if digest)
+    if not counts:
+        return []
+    digest, count = counts.most_common(1)[0]
+    if count < 2 or (count < PLACEHOLDER_SHARE * len(shown) and count < PLACEHOLDER_RUN):
+        return []
+    return [i for i, d in shown if d == digest]
 
 
 def _stored_blobs(rows: Iterable[ManifestRow]) -> list[tuple[str, str, int]]:

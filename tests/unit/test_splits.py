@@ -250,15 +250,17 @@ SIZES = {"Moonbirds": 2500, "illogics": 1000, "Tiny": 1, "Loot (for Adventurers)
 
 
 def _tokens(tmp: Path, sizes: dict[str, int], first_id: int = 0) -> duckdb.DuckDBPyConnection:
-    """A connection with ``tokens``, loaded from CSV (binding long Python lists is slow)."""
+    """A connection with ``tokens`` (none an unrevealed placeholder), loaded from CSV
+    (binding long Python lists is slow)."""
     rows = tmp / "tokens.csv"
     rows.write_text(
-        "".join(f'"{c}","c-{c}",{first_id + i}\n' for c, n in sizes.items() for i in range(n))
+        "".join(f'"{c}","c-{c}",{first_id + i},false\n' for c, n in sizes.items() for i in range(n))
     )
     con = duckdb.connect()
     con.execute(
-        "CREATE TABLE tokens AS SELECT * FROM read_csv(?, header = false, "
-        "columns = {'collection': 'VARCHAR', 'contract': 'VARCHAR', 'token_id': 'VARCHAR'})",
+        "CREATE TABLE tokens AS SELECT * FROM read_csv(?, header = false, columns = "
+        "{'collection': 'VARCHAR', 'contract': 'VARCHAR', 'token_id': 'VARCHAR', "
+        "'unrevealed': 'BOOLEAN'})",
         [str(rows)],
     )
     return con
@@ -309,8 +311,8 @@ def test_mini_handles_huge_decimal_ids_and_duplicates(
     mini = _mini(con, seed=HUGE)  # a seed beyond any integer type
     rows = con.execute("SELECT * FROM splits").fetchall()
     assert len(rows) == 1200 and len(mini) == 1000
-    assert {int(t) for _, _, t, _, _ in rows} == set(range(HUGE - 1199, HUGE + 1))
-    assert ("Huge", str(HUGE)) in {(c, t) for c, _, t, _, _ in rows}
+    assert {int(t) for _, _, t, *_ in rows} == set(range(HUGE - 1199, HUGE + 1))
+    assert ("Huge", str(HUGE)) in {(c, t) for c, _, t, *_ in rows}
     assert _mini(con, seed=-HUGE) != mini
     assert _mini(con, seed=HUGE, per_collection=3) <= mini  # same ranking, smaller cut
 

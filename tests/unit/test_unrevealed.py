@@ -147,7 +147,7 @@ def test_each_collection_with_placeholders_has_one_problem_saying_what_to_reinge
         "unrevealed placeholders"
     )
     assert "(their metadata says so)" in detail["Cards"]
-    assert f"delete manifests/{BOXES}/ first" in detail["Boxes"]  # a rerun keeps stored tokens
+    assert "refetch_unrevealed=true" in detail["Boxes"]  # a plain rerun keeps stored tokens
     assert [n.split(":")[0] for n in built.result.reveal_notes] == [
         "Boxes", "Cards", "Eggs", "Waves"
     ]  # fmt: skip
