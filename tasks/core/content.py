@@ -42,6 +42,7 @@ _IMAGE_KEYS = ("image", "image_url", "imageUrl", "image_uri")
 # What may precede an SVG's root element: (start, end) markers of each prolog item.
 _PROLOG = ((b"<?xml", b"?>"), (b"<!--", b"-->"))
 _SVG_HEAD_BYTES = 4096
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Metadata arrives within settings.max_metadata_bytes; this only bounds other callers.
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 # One decode at a time per process: its memory is one image's pixels (at most
@@ -158,6 +159,9 @@ def pixel_count(data: bytes) -> int:
     """
     if not data or is_svg(data):
         return 0
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])  # most tokens: no Pillow needed
+        return int(width) * int(height)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -12,7 +12,7 @@ import zlib
 import pytest
 from PIL import Image, ImageFile
 
-from tasks.core.content import ImageInfo, inspect_image
+from tasks.core.content import ImageInfo, inspect_image, pixel_count
 from tasks.core.errors import ItemError
 
 
@@ -110,3 +110,15 @@ def test_a_process_that_loads_truncated_images_is_refused(monkeypatch: pytest.Mo
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     with pytest.raises(RuntimeError, match="LOAD_TRUNCATED_IMAGES"):
         inspect_image(encoded("PNG"))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "BMP"])
+def test_pixel_count_reads_the_header_as_pillow_does(fmt: str) -> None:
+    assert pixel_count(encoded(fmt, (37, 11))) == 37 * 11
+
+
+def test_pixel_count_of_a_png_claiming_a_huge_size_is_that_size() -> None:
+    """A bomb's header is believed here, so its check goes off the event loop."""
+    bomb = png_with_idat(zlib.compress(rows(1, 1)), width=60_000, height=60_000)
+    assert pixel_count(bomb) == 60_000 * 60_000
+    assert pixel_count(b"\x89PNG\r\n\x1a\n" + b"\0" * 8) == 0  # no IHDR: Pillow says nothing

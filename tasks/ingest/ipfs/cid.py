@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -154,6 +155,12 @@ class CID:
         return f"CID({str(self)!r})"
 
     def __str__(self) -> str:
+        return self.text
+
+    @functools.cached_property
+    def text(self) -> str:
+        """The CID's text (base58 for v0, base32 for v1), computed once: base58 is a
+        pure-Python big-number loop, and each download names its CID twice."""
         if self.version == 0:
             return b58encode(self.multihash)
         return "b" + b32encode(self.to_bytes())

@@ -8,6 +8,7 @@ a hostile DAG can reuse one block many times.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,6 +47,15 @@ class Node:
             dagpb.TYPE_DIRECTORY,
             dagpb.TYPE_HAMT_SHARD,
         )
+
+    @functools.cached_property
+    def entries(self) -> dict[str, CID]:
+        """Link name to CID, the first link of a name winning: built once per node, so a
+        cached directory of 10,000 files answers each token's lookup at once."""
+        found: dict[str, CID] = {}
+        for link in self.links:
+            found.setdefault(link.name, link.cid)
+        return found
 
 
 Getter = Callable[[CID], Node]
@@ -86,7 +96,7 @@ def resolve(get: Getter, root: CID, segments: Sequence[str]) -> tuple[CID, list[
         traversed.append(cid)
         fs = node.unixfs
         if fs is not None and fs.type == dagpb.TYPE_DIRECTORY:
-            found = next((link.cid for link in node.links if link.name == segment), None)
+            found = node.entries.get(segment)
             if found is None:
                 raise PathNotFound(f"{segment!r} not in directory {cid}")
             cid = found
