@@ -471,6 +471,16 @@ def _dask_worker_registered(cfg: StackConfig, name: str) -> Callable[[], bool]:
     return check
 
 
+# Dask samples each worker's stacks every 10 ms for its dashboard's Profile page: about
+# 4% of a CPU-bound ingest's worker CPU (py-spy, issue 14), and the stack's workers
+# serve no dashboard. The caller's own value of the variable wins.
+WORKER_PROFILE = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
+
+
+def _worker_defaults(environ: Mapping[str, str]) -> dict[str, str]:
+    return {} if WORKER_PROFILE in environ else {WORKER_PROFILE: "False"}
+
+
 def _dask_worker_spec(cfg: StackConfig, name: str, penv: ProcessEnv) -> ServiceSpec:
     """One worker process, one thread: each worker is its own PID, stopped on its own."""
     return ServiceSpec(
@@ -492,7 +502,9 @@ def _dask_worker_spec(cfg: StackConfig, name: str, penv: ProcessEnv) -> ServiceS
         ],
         state_dir=cfg.services_dir,
         cwd=PROJECT_ROOT,  # tasks are unpickled here: the project's `tasks` must import
-        env=penv.env,  # the pipeline's settings; the S3 credentials its tasks sign with
+        # The pipeline's settings and the S3 credentials its tasks sign with, over the
+        # worker's own defaults.
+        env={**_worker_defaults(os.environ), **penv.env},
         unset=penv.unset,
         ready_check=_dask_worker_registered(cfg, name),
     )

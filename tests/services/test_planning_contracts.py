@@ -214,18 +214,25 @@ def test_a_bounded_search_finds_ids_when_the_node_gives_no_logs(
     ]
 
 
-def test_a_contract_without_token_uri_is_a_plan_error(
-    chain: Chain, services: Services, settings: Settings
-) -> None:
-    address = _deploy(chain.url, chain.sender, services.artifacts["DemoNoMetadata"], [], [])
+def _minted(chain: Chain, services: Services, contract: str, count: int) -> str:
+    """A contract of ``contract`` (no constructor arguments) with tokens 0..count-1 (or
+    1..count, as its mint numbers them) minted to the sender."""
+    address = _deploy(chain.url, chain.sender, services.artifacts[contract], [], [])
     _send(
         chain.url,
         chain.sender,
         address,
         "mint(address,uint256)",
         ["address", "uint256"],
-        [chain.sender, 100],
+        [chain.sender, count],
     )
+    return address
+
+
+def test_a_contract_without_token_uri_is_a_plan_error(
+    chain: Chain, services: Services, settings: Settings
+) -> None:
+    address = _minted(chain, services, "DemoNoMetadata", 100)
     plan = _plan(settings, address)
     assert plan.blocks == []
     assert plan.error is not None
@@ -238,15 +245,7 @@ def test_ids_that_mostly_revert_are_a_plan_error_with_printable_reasons(
 ) -> None:
     """Tokens 1..30 exist, but tokenURI answers for token 1 only: the others revert with
     raw bytes (not UTF-8, control characters), which stay printable wherever stored."""
-    address = _deploy(chain.url, chain.sender, services.artifacts["DemoRevertingURI"], [], [])
-    _send(
-        chain.url,
-        chain.sender,
-        address,
-        "mint(address,uint256)",
-        ["address", "uint256"],
-        [chain.sender, 30],
-    )
+    address = _minted(chain, services, "DemoRevertingURI", 30)
     plan = _plan(settings, address)
     assert plan.blocks == []
     assert plan.error is not None and plan.error.isprintable()

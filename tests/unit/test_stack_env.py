@@ -190,3 +190,10 @@ def test_running_services_with_other_settings_are_named(cfg: stack.StackConfig) 
     assert stale == {name: ["NFT1000_MAX_RETRIES"] for name in [*dask, *prefect]}
     note = stack.stale_note(stale)
     assert note is not None and note.startswith("still running with other values of NFT1000_")
+
+
+def test_dask_workers_do_not_profile_unless_the_caller_asks() -> None:
+    """The stack's workers serve no dashboard: Dask's 10 ms stack sampling is turned off,
+    unless the caller's environment sets it."""
+    assert stack._worker_defaults({}) == {stack.WORKER_PROFILE: "False"}
+    assert stack._worker_defaults({stack.WORKER_PROFILE: "True"}) == {}
