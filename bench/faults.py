@@ -53,10 +53,13 @@ from distributed import Client
 
 from bench.stack_run import IngestDeployment, RunState, private_stack
 from infra import stack
-from infra.gateway import Faults
+from infra.demo_content import build_moonbirds
+from infra.gateway import BlockStore, Faults
 from infra.process import ServiceSpec, start, stop
 from tasks.core.s3 import ObjectStore
 from tasks.core.settings import load_settings
+from tasks.ingest.ipfs.car import read_car
+from tasks.ingest.ipfs.cid import CID
 from tasks.ingest.manifest import ManifestRow, from_parquet
 from tasks.ingest.packs import pack_key_of
 from tests.data.local_s3 import signing_as
@@ -174,6 +177,7 @@ class Bench:
     dask: Client
     tokens: int
     timeout_s: float
+    files: dict[str, tuple[int, str]]  # (token, metadata or image) by file CID
 
     @property
     def collections(self) -> list[str]:
@@ -367,23 +371,50 @@ def stored_ids(store: ObjectStore) -> set[int]:
     return ids
 
 
-def fetches(entries: list[dict[str, Any]]) -> dict[tuple[int, str], list[float]]:
-    """Clean (200, no fault) gateway answers per (token, metadata or image): their times."""
+def file_tokens(cfg: stack.StackConfig) -> dict[str, tuple[int, str]]:
+    """(token, metadata or image) of every demo file's own CID: once a directory is
+    verified, ingest asks for its files by their own CIDs (/ipfs/<file cid>)."""
+    content = build_moonbirds(cfg.moonbirds_archive, cfg.home / "ipfs", cfg.moonbirds_count)
+    _, blocks = read_car(content.car_path.read_bytes())
+    files = BlockStore(blocks)
+    found: dict[str, tuple[int, str]] = {}
+    for i in range(content.count):
+        for root, name, kind in (
+            (content.metadata_cid, str(i), "metadata"),
+            (content.images_cid, f"{i}.png", "image"),
+        ):
+            cid, _ = files.resolve(CID.parse(root), (name,))
+            found[str(cid)] = (i, kind)
+    return found
+
+
+def fetches(
+    entries: list[dict[str, Any]], files: dict[str, tuple[int, str]]
+) -> dict[tuple[int, str], list[float]]:
+    """Clean (200, no fault) gateway answers per (token, metadata or image): their times.
+    A path is /ipfs/<directory>/<name>, or /ipfs/<file cid> (``files`` names those)."""
     found: dict[tuple[int, str], list[float]] = {}
     for e in entries:
         if e["status"] == 200 and not e["fault"]:
-            name = e["path"].rsplit("/", 1)[-1]
-            kind = "image" if name.endswith(".png") else "metadata"
-            found.setdefault((int(name.removesuffix(".png")), kind), []).append(e["t"])
+            parts = e["path"].strip("/").split("/")
+            if len(parts) == 2:
+                key = files[parts[1]]
+            else:
+                name = parts[-1]
+                kind = "image" if name.endswith(".png") else "metadata"
+                key = (int(name.removesuffix(".png")), kind)
+            found.setdefault(key, []).append(e["t"])
     return found
 
 
 def refetched(
-    entries: list[dict[str, Any]], snapshots: list[tuple[float, set[int]]]
+    entries: list[dict[str, Any]],
+    snapshots: list[tuple[float, set[int]]],
+    files: dict[str, tuple[int, str]],
 ) -> tuple[int, int]:
     """Tokens fetched more than once; and those fetched after a snapshot had them stored:
     work redone although already stored (the resume should have skipped them)."""
-    found = fetches(entries)
+    found = fetches(entries, files)
     twice = {token for (token, _), times in found.items() if len(times) > 1}
     again = {
         token
@@ -437,7 +468,7 @@ def run_scenario(bench: Bench, scenario: Scenario, baseline_s: float | None) -> 
     wall = time.time() - since
     if scenario.gateway_faults is not None:
         bench.gateway.restart()
-    twice, after_stored = refetched(bench.gateway.clean_since(since), snapshots)
+    twice, after_stored = refetched(bench.gateway.clean_since(since), snapshots, bench.files)
     recover = None
     if fault is not None and (seen := progress.first_after(fault.back)) is not None:
         recover = round(seen - fault.at, 1)
@@ -506,7 +537,8 @@ def main() -> None:
             ),
             Client(cfg.dask_address, timeout=30) as dask,
         ):
-            bench = Bench(cfg, env, deployment, gateway, dask, args.tokens, args.timeout_s)
+            files = file_tokens(cfg)
+            bench = Bench(cfg, env, deployment, gateway, dask, args.tokens, args.timeout_s, files)
             # Warm caches and both Dask workers (their first task imports Prefect).
             warm = dataclasses.replace(bench, tokens=min(args.tokens, WARMUP_TOKENS))
             run_scenario(warm, Scenario("warmup"), None)
