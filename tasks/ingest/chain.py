@@ -11,6 +11,7 @@ strictly (an int, not ``true``; each call answered exactly once).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import re
@@ -90,9 +91,21 @@ class CollectionFacts:
     total_supply: int | None
 
 
+@functools.lru_cache(maxsize=256)
+def selector(signature: str) -> bytes:
+    """The 4-byte keccak selector of a function signature (a few kinds per run)."""
+    return bytes(keccak(signature.encode())[:4])
+
+
 def encode_call(signature: str, types: list[str], args: list[Any]) -> str:
-    """Calldata as 0x-hex: the 4-byte keccak selector of `signature`, then the ABI args."""
-    return "0x" + (keccak(signature.encode())[:4] + encode(types, args)).hex()
+    """Calldata as 0x-hex: the 4-byte keccak selector of `signature`, then the ABI args.
+
+    One uint256 (tokenURI(id), a call per token) is its 32 big-endian bytes: the same
+    bytes eth_abi writes, without its per-call cost (about 30 us).
+    """
+    if types == ["uint256"] and type(args[0]) is int and 0 <= args[0] < 1 << 256:
+        return "0x" + (selector(signature) + args[0].to_bytes(32, "big")).hex()
+    return "0x" + (selector(signature) + encode(types, args)).hex()
 
 
 def _hex_bytes(hex_result: str) -> bytes:

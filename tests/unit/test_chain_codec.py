@@ -11,6 +11,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from eth_abi.abi import encode
+from eth_abi.exceptions import EncodingError
+from eth_hash.auto import keccak
 
 from infra.process import free_port
 from tasks.core.errors import ItemError
@@ -134,3 +136,15 @@ def test_match_replies_ignores_non_objects() -> None:
     assert match_replies([None, 1, "x", [], {"id": 0, "result": "0x"}], 1) == {
         0: {"id": 0, "result": "0x"}
     }
+
+
+@pytest.mark.parametrize("token_id", [0, 1, 3_000_000, 2**64 + 5, 2**256 - 1])
+def test_a_uint256_call_encodes_as_eth_abi_does(token_id: int) -> None:
+    expected = keccak(b"tokenURI(uint256)")[:4] + encode(["uint256"], [token_id])
+    assert encode_call("tokenURI(uint256)", ["uint256"], [token_id]) == "0x" + expected.hex()
+
+
+@pytest.mark.parametrize("bad", [-1, 2**256, True])
+def test_values_outside_uint256_are_left_to_eth_abi(bad: int) -> None:
+    with pytest.raises(EncodingError):
+        encode_call("tokenURI(uint256)", ["uint256"], [bad])
