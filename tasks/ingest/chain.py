@@ -180,16 +180,24 @@ def _revert_data(error: Any) -> bytes | None:
         return None
 
 
-def _token_uri(reply: Mapping[str, Any] | None, function: str) -> str | ItemError:
-    result = _reply_hex(reply)
+def string_reply(
+    result: str | ItemError,
+    function: str,
+    *,
+    max_bytes: int = MAX_STRING_BYTES,
+    not_utf8: str = "bad_uri",
+) -> str | ItemError:
+    """A string-returning call's answer (0x-hex, or why there is none) decoded within
+    max_bytes, or the token's error; ``not_utf8`` is the kind for bytes that are not
+    UTF-8 (a URI's bad_uri by default)."""
     if isinstance(result, ItemError):
         return result
     try:
-        return decode_string(result)
+        return decode_string(result, max_bytes)
     except StringTooLarge as e:
         return ItemError("too_large", f"{function}: {e}")
     except UnicodeDecodeError as e:
-        return ItemError("bad_uri", f"{function} is not UTF-8: {e}")
+        return ItemError(not_utf8, f"{function} is not UTF-8: {e}")
     except ValueError as e:
         # The contract answered, with something that is not an ABI string: asking
         # again gets the same answer.
@@ -340,10 +348,34 @@ class ChainReader:
     ) -> dict[int, str | ItemError]:
         """`function` (tokenURI, or ERC-1155's uri) of every id, batch_size calls per
         request; failures are ItemErrors."""
+        return await self.read_ids(
+            address,
+            ids,
+            lambda i: [encode_call(function, ["uint256"], [i])],
+            lambda _, replies: string_reply(replies[0], function),
+            function,
+        )
+
+    async def read_ids(
+        self,
+        address: str,
+        ids: Sequence[int],
+        calls: Callable[[int], list[str]],
+        result: Callable[[int, list[str | ItemError]], T | ItemError],
+        what: str,
+    ) -> dict[int, T | ItemError]:
+        """Each id's ``result`` from the answers (0x-hex, or why there is none) to its
+        ``calls``, about batch_size calls per request. A reply too big for one HTTP
+        answer is split in halves down to one id (too_large, naming ``what``); a node
+        failure is each id's rpc_error."""
         address = _address(address)
-        chunks = [ids[i : i + self.batch_size] for i in range(0, len(ids), self.batch_size)]
-        found: dict[int, str | ItemError] = {}
-        parts = await asyncio.gather(*(self._uri_chunk(address, c, function) for c in chunks))
+        per_id = len(calls(ids[0])) if ids else 1
+        step = max(1, self.batch_size // max(1, per_id))
+        chunks = [ids[i : i + step] for i in range(0, len(ids), step)]
+        found: dict[int, T | ItemError] = {}
+        parts = await asyncio.gather(
+            *(self._read_chunk(address, c, calls, result, what) for c in chunks)
+        )
         for part in parts:
             found.update(part)
         return {token_id: found[token_id] for token_id in ids}
@@ -362,25 +394,35 @@ class ChainReader:
             for n in range(len(chunk))
         ]
 
-    async def _uri_chunk(
-        self, address: str, ids: Sequence[int], function: str
-    ) -> dict[int, str | ItemError]:
-        calls = [encode_call(function, ["uint256"], [i]) for i in ids]
+    async def _read_chunk(
+        self,
+        address: str,
+        ids: Sequence[int],
+        calls: Callable[[int], list[str]],
+        result: Callable[[int, list[str | ItemError]], T | ItemError],
+        what: str,
+    ) -> dict[int, T | ItemError]:
+        made = [calls(i) for i in ids]
         try:
-            replies = await self._batch(address, calls)
+            replies = await self._batch(address, [call for mine in made for call in mine])
         except _ReplyTooLarge:
             if len(ids) == 1:
-                return {
-                    ids[0]: ItemError("too_large", f"the node's reply for {function} is too big")
-                }
+                return {ids[0]: ItemError("too_large", f"the node's reply for {what} is too big")}
             half = len(ids) // 2
             return {
-                **await self._uri_chunk(address, ids[:half], function),
-                **await self._uri_chunk(address, ids[half:], function),
+                **await self._read_chunk(address, ids[:half], calls, result, what),
+                **await self._read_chunk(address, ids[half:], calls, result, what),
             }
         except RpcError as e:
             return {i: ItemError("rpc_error", str(e)) for i in ids}
-        return {i: _token_uri(replies.get(n), function) for n, i in enumerate(ids)}
+        found: dict[int, T | ItemError] = {}
+        at = 0
+        for token_id, mine in zip(ids, made, strict=True):
+            found[token_id] = result(
+                token_id, [_reply_hex(replies.get(at + n)) for n in range(len(mine))]
+            )
+            at += len(mine)
+        return found
 
     async def block_number(self) -> int:
         """The node's latest block number."""

@@ -25,15 +25,7 @@ from types import MappingProxyType
 
 from tasks.core.content import is_svg
 from tasks.core.errors import ItemError
-from tasks.ingest.chain import (
-    MAX_STRING_BYTES,
-    ChainReader,
-    RpcError,
-    StringTooLarge,
-    _ReplyTooLarge,
-    decode_string,
-    encode_call,
-)
+from tasks.ingest.chain import ChainReader, encode_call, string_reply
 from tasks.ingest.token_source import TokenSource
 
 log = logging.getLogger(__name__)
@@ -125,34 +117,16 @@ async def punk_token_uris(
         if not 0 <= i <= MAX_ID
     }
     readable = [i for i in ids if i not in found]
-    found.update(await _read(chain, data_contract, readable))
+    found.update(
+        await chain.read_ids(
+            data_contract,
+            readable,
+            lambda i: [_svg_call(i), _attributes_call(i)],
+            lambda i, replies: punk_token_uri(i, replies[0], replies[1]),
+            "this punk",
+        )
+    )
     return {i: found[i] for i in ids}
-
-
-async def _read(
-    chain: ChainReader, data_contract: str, ids: Sequence[int]
-) -> dict[int, str | ItemError]:
-    """One batched read of both strings per id; a reply too big for one HTTP answer is
-    split in halves down to one punk, as ChainReader.token_uris does."""
-    if not ids:
-        return {}
-    calls = [call for i in ids for call in (_svg_call(i), _attributes_call(i))]
-    try:
-        replies = await chain.call_many(data_contract, calls)
-    except _ReplyTooLarge:
-        if len(ids) == 1:
-            return {ids[0]: ItemError("too_large", "the node's reply for this punk is too big")}
-        half = len(ids) // 2
-        return {
-            **await _read(chain, data_contract, ids[:half]),
-            **await _read(chain, data_contract, ids[half:]),
-        }
-    except RpcError as e:
-        return {i: ItemError("rpc_error", str(e)) for i in ids}
-    return {
-        i: punk_token_uri(i, svg, attributes)
-        for i, svg, attributes in zip(ids, replies[0::2], replies[1::2], strict=True)
-    }
 
 
 def punk_token_uri(
@@ -178,7 +152,7 @@ def punk_token_uri(
 
 def _image_uri(reply: str | ItemError) -> str | ItemError:
     """punkImageSvg's SVG as a base64 data: URI; bad_uri or bad_image if it is none."""
-    text = _decoded(reply, "punkImageSvg", MAX_STRING_BYTES, "bad_uri")
+    text = string_reply(reply, "punkImageSvg")
     if isinstance(text, ItemError):
         return text
     head = _SVG_DATA.match(text)
@@ -199,23 +173,7 @@ def _image_uri(reply: str | ItemError) -> str | ItemError:
 
 
 def _attributes_text(reply: str | ItemError) -> str | ItemError:
-    return _decoded(reply, "punkAttributes", MAX_ATTRIBUTE_BYTES, "bad_json")
-
-
-def _decoded(reply: str | ItemError, call: str, max_bytes: int, not_utf8: str) -> str | ItemError:
-    """A string reply decoded within max_bytes, or the token's error."""
-    if isinstance(reply, ItemError):
-        return reply
-    try:
-        return decode_string(reply, max_bytes)
-    except StringTooLarge as e:
-        return ItemError("too_large", f"{call}: {e}")
-    except UnicodeDecodeError:
-        return ItemError(not_utf8, f"{call} is not UTF-8")
-    except ValueError as e:
-        # The contract answered, with something that is not an ABI string: asking
-        # again gets the same answer.
-        return ItemError("rpc_error", f"{call} result is undecodable: {e}", retryable=False)
+    return string_reply(reply, "punkAttributes", max_bytes=MAX_ATTRIBUTE_BYTES, not_utf8="bad_json")
 
 
 def punk_attributes(text: str) -> list[dict[str, str]]:
