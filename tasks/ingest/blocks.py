@@ -297,8 +297,10 @@ def load_rows(store: ObjectStore, spec: BlockSpec) -> StoredRows:
 
 def placeholder_ids(rows: dict[int, ManifestRow], wanted: Sequence[int]) -> list[int]:
     """The stored tokens of ``wanted`` that show the block's placeholder: its most shown
-    image, when at least PLACEHOLDER_SHARE of its stored tokens or PLACEHOLDER_RUN of
-    them show it (the rule `nft1000 summary` flags a collection by)."""
+    image, when at least PLACEHOLDER_SHARE of its stored tokens, or PLACEHOLDER_RUN of
+    them anywhere in the block, show it. Looser than `nft1000 summary`'s collection
+    rule (which wants a run of consecutive ids): refetching a few images that are
+    really repeated costs a download each, missing a placeholder costs a wrong row."""
     shown = [(i, rows[i].sha256) for i in wanted if i in rows and rows[i].status == "ok"]
     counts = Counter(digest for _, digest in shown if digest)
     if not counts:

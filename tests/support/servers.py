@@ -21,7 +21,21 @@ from aiohttp import web
 from tasks.ingest.ipfs.car import read_car, write_car
 
 
-class BackgroundServer:
+class LoopbackServer:
+    """A test server's address: ``port`` on 127.0.0.1, as allow_hosts and URLs write it."""
+
+    port: int
+
+    @property
+    def host_port(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host_port}"
+
+
+class BackgroundServer(LoopbackServer):
     """An aiohttp application served from its own event loop in a daemon thread."""
 
     def __init__(self, app: web.Application) -> None:
@@ -35,14 +49,6 @@ class BackgroundServer:
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._serve, name=f"http-{self.port}", daemon=True)
-
-    @property
-    def host_port(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host_port}"
 
     def start(self) -> Self:
         self._thread.start()

@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tests.support.servers import LoopbackServer
+
 MAX_HEAD = 64 * 1024
 MAX_BODY = 8 * 1024 * 1024
 
@@ -37,7 +39,7 @@ Handler = Callable[[Request, asyncio.StreamWriter], Awaitable[None]]
 Part = bytes | float
 
 
-class RawServer:
+class RawServer(LoopbackServer):
     """Serves registered handlers on 127.0.0.1 (and ::1 on the same port when free)."""
 
     def __init__(self) -> None:
@@ -54,14 +56,6 @@ class RawServer:
             target=self._serve, name=f"hostile-{self.port}", daemon=True
         )
         self._ready = threading.Event()
-
-    @property
-    def host_port(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host_port}"
 
     def start(self) -> RawServer:
         self._thread.start()
