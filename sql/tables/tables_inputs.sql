@@ -38,17 +38,19 @@ FROM (SELECT collection, contract, token_id, unnest(problems) AS problem
 UNION ALL
 SELECT * FROM reveal_problems;
 
--- Tokens whose metadata was read. Unrevealed placeholders only while the variable
--- with_placeholders is true: tasks/tables/build.py sets it false while it counts traits
--- and ranks rarity (a placeholder's traits are not its token's, and thousands of them
--- tie at rank 1), and true for captions and prompts, so an export that asks for
--- placeholders (include_unrevealed) has texts for them.
+-- Tokens whose metadata was read, unrevealed placeholders too: captions and prompts are
+-- made for them, so an export that asks for placeholders (include_unrevealed) has texts.
 CREATE OR REPLACE VIEW described AS
 SELECT
     collection, contract, token_id, name, description, traits,
     list_filter(traits, t -> t.visual) AS visual_traits
 FROM tokens
-WHERE metadata_key IS NOT NULL AND (NOT unrevealed OR getvariable('with_placeholders'));
+WHERE metadata_key IS NOT NULL;
+
+-- The described tokens that are not placeholders: what trait counts and rarity are of
+-- (a placeholder's traits are not its token's, and thousands of them tie at rank 1).
+CREATE OR REPLACE VIEW revealed AS
+SELECT d.* FROM described AS d ANTI JOIN placeholder_tokens AS p USING (contract, token_id);
 
 -- One row per trait of a token, with its place in the metadata (1-based). Two unnests
 -- in one SELECT walk their lists side by side (WITH ORDINALITY is 15x slower here).

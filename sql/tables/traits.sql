@@ -1,8 +1,8 @@
--- Per collection: how many tokens were described, each (trait type, value)'s count
--- and frequency, and a rarity score per token.
+-- Per collection: how many revealed tokens were described (tables_inputs.sql), each
+-- (trait type, value)'s count and frequency, and a rarity score per token.
 CREATE OR REPLACE TABLE collection_sizes AS
 SELECT collection, contract, count(*) AS tokens
-FROM described
+FROM revealed
 GROUP BY collection, contract;
 
 -- A token that lists one (trait type, value) twice counts once.
@@ -64,7 +64,7 @@ WITH
         SELECT d.collection, d.contract, d.token_id,
                (coalesce(p.score, 0) + coalesce(la.score, 0) - coalesce(lt.score, 0))::DOUBLE
                    AS rarity_score
-        FROM described AS d
+        FROM revealed AS d
         LEFT JOIN present AS p USING (contract, token_id)
         LEFT JOIN lacking_all AS la USING (contract)
         LEFT JOIN lacking_taken AS lt USING (contract, token_id)

@@ -118,16 +118,13 @@ def build_tables(
             "SELECT collection, detail FROM reveal_problems ORDER BY collection, contract"
         ).fetchall()
     )
-    con.execute("SET VARIABLE with_placeholders = true")
     result.collections = _one(con, "SELECT count(DISTINCT contract) FROM described")[0]
     clock.lap("read tokens")
 
     # Trait counts and rarity are of revealed tokens only (sql/tables/tables_inputs.sql).
-    con.execute("SET VARIABLE with_placeholders = false")
     run_sql(con, "tables/traits")
     # The rarity ranks are a window over all tokens: computed once, used twice.
     con.execute("CREATE OR REPLACE TABLE rarity_scores AS SELECT * FROM rarity")
-    con.execute("SET VARIABLE with_placeholders = true")
     clock.lap("traits and rarity")
 
     run_sql(con, "tables/texts")
