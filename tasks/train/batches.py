@@ -23,7 +23,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from tasks.core.errors import ItemError
 from tasks.core.folders import open_folder
 from tasks.core.settings import Settings
-from tasks.train.masks import Key, Mask
+from tasks.train.masks import TraitMasks
 from tasks.train.masks.draw import apply_mask, draw, draw_seed, union_mask
 from tasks.train.shards import Sample, ShardSet, read_shard
 
@@ -87,7 +87,7 @@ class ShardBatches(IterableDataset[dict[str, Any]]):
     workers: int
     drop_last: bool = False
     min_last: int = 2  # smallest last batch kept (1 when embedding: every sample counts)
-    masks: Mapping[str, Mapping[Key, Mask]] = field(default_factory=dict)  # by contract
+    masks: Mapping[str, TraitMasks] = field(default_factory=dict)  # by contract
     mask_probability: float = 0.0
     skip: Sequence[int] = ()  # batches each worker already delivered (resume)
     shuffle_buffer: int = 1000

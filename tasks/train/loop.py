@@ -23,7 +23,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -35,7 +35,7 @@ from tasks.core.folders import Folder
 from tasks.core.paths import CHECKPOINT, DONE, LOG, MODEL
 from tasks.core.settings import Settings
 from tasks.train.batches import ShardBatches, plan_epoch
-from tasks.train.masks import Key, Mask
+from tasks.train.masks import TraitMasks
 from tasks.train.model import ClipModel, load_clip, resolve_device
 from tasks.train.model_configs import training_defaults
 from tasks.train.shards import ShardSet
@@ -131,7 +131,7 @@ def train(
     shards: ShardSet,
     settings: Settings,
     out: Folder,
-    masks: dict[str, dict[Key, Mask]] | None = None,
+    masks: Mapping[str, TraitMasks] | None = None,
     *,
     device: str = "auto",
     checkpoint_every_s: float = 600.0,
@@ -285,7 +285,7 @@ def _loader(
     shards: ShardSet,
     settings: Settings,
     clip: ClipModel,
-    masks: dict[str, dict[Key, Mask]] | None,
+    masks: Mapping[str, TraitMasks] | None,
     epoch: int,
     done: list[int],
     dev: torch.device,

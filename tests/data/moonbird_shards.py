@@ -40,7 +40,7 @@ from typing import Any
 
 from tasks.core.folders import open_folder
 from tasks.core.settings import Settings
-from tasks.train.masks import Key, Mask
+from tasks.train.masks import TraitMasks
 from tasks.train.masks.store import load_masks
 from tasks.train.shards import ShardSet, open_shards
 
@@ -51,7 +51,7 @@ CONTRACT = "0x23581767a106ae21c074b2276d25e5c3e136a68b"
 FOLDER = "Moonbirds"
 MASK_SOURCES = ("derived", "official")
 DONE = "prepared.json"
-VERSION = 1  # bump when what a prepared folder holds changes
+VERSION = 2  # bump when what a prepared folder holds changes
 # The code that decides a prepared folder's bytes: shards, captions, traits, masks.
 SOURCES = (
     "tests/data/known_masks.py",
@@ -98,11 +98,17 @@ class Prepared:
     def split(self, name: str) -> ShardSet:
         return open_shards(str(self.root / name), LOCAL)
 
-    def masks(self, source: str) -> dict[str, dict[Key, Mask]]:
+    @property
+    def contract(self) -> str:
+        """The collection's contract (Moonbirds' unless the summary names another)."""
+        return str(self.summary.get("contract", CONTRACT))
+
+    def masks(self, source: str) -> dict[str, TraitMasks]:
         """The collection's masks by contract, as tasks.train.loop takes them."""
         if source not in MASK_SOURCES:
             raise ValueError(f"mask source must be one of {MASK_SOURCES}, got {source!r}")
-        return load_masks(open_folder(str(self.root / "masks" / source), LOCAL), [CONTRACT])
+        folder = open_folder(str(self.root / "masks" / source), LOCAL)
+        return load_masks(folder, [self.contract])
 
 
 def prepare(params: Params, cache: Path = CACHE) -> Prepared:

@@ -17,7 +17,7 @@ from tasks.core.s3 import ObjectStore
 from tasks.core.settings import Settings
 from tasks.train.batches import ShardBatches
 from tasks.train.loop import TrainConfig, train
-from tasks.train.masks import Key, Mask
+from tasks.train.masks import Key, Mask, TraitMasks, by_area
 from tasks.train.masks.draw import FILL, caption
 from tasks.train.model import load_clip
 from tasks.train.model_configs import TINY_ARCHITECTURE, training_defaults
@@ -34,8 +34,8 @@ def shards(store: ObjectStore, settings: Settings, tmp_path: Path) -> ShardSet:
     return open_shards(f"{root}/train", settings)
 
 
-def _box_masks(shards: ShardSet, settings: Settings) -> dict[str, dict[Key, Mask]]:
-    """A distinct 4x4 box per trait value at the Moonbirds' native 42x42."""
+def _box_masks(shards: ShardSet, settings: Settings) -> dict[str, TraitMasks]:
+    """A distinct 4x4 box per trait value at the Moonbirds' native 42x42, all level."""
     folder = open_folder(shards.url, settings)
     keys = sorted({t for n in shards.sizes for s in read_shard(folder, n) for t in s.traits})
     masks: dict[Key, Mask] = {}
@@ -44,7 +44,7 @@ def _box_masks(shards: ShardSet, settings: Settings) -> dict[str, dict[Key, Mask
         row, col = divmod(i % 100, 10)
         mask[row * 4 : row * 4 + 4, col * 4 : col * 4 + 4] = True
         masks[key] = mask
-    return {MOONBIRDS[1]: masks}
+    return {MOONBIRDS[1]: by_area(masks)}
 
 
 def _identity(image: Image.Image) -> torch.Tensor:

@@ -38,7 +38,13 @@ def test_official_masks_are_stored_with_how_well_derived_ones_match(
     assert list(stored) == [MOONBIRDS[1]]
     assert stored[MOONBIRDS[1]].keys() == official.keys()
     assert all(np.array_equal(stored[MOONBIRDS[1]][k], m) for k, m in official.items())
-    assert json.loads(folder.get(mask_report(MOONBIRDS[1])))["source"] == "official"
+    # With the layer art's drawing order: a body under its eyes, a hat over both.
+    assert stored[MOONBIRDS[1]].order == "official"
+    assert dict(stored[MOONBIRDS[1]].depth) == dict(official.depth)
+    doc = json.loads(folder.get(mask_report(MOONBIRDS[1])))
+    assert doc["source"] == "official" and doc["order"] == "official"
+    assert doc["levels"][:2] == [["Background"], ["Body", "Feathers"]]
+    assert doc["levels"][-1] == ["Outerwear"]
 
 
 def test_without_layers_the_masks_are_derived_and_say_which_values_have_none(
@@ -50,6 +56,11 @@ def test_without_layers_the_masks_are_derived_and_say_which_values_have_none(
     assert report.source == "derived" and report.mean_iou is None
     masks = load_masks(folder, [MOONBIRDS[1]])[MOONBIRDS[1]]
     assert len(masks) == report.values > 40
+    # The order comes from the images: backdrop, then the body, then what lies on it.
+    assert masks.order == report.order == "inferred"
+    assert report.levels[:2] == [["Background"], ["Body", "Feathers"]]
+    depth = {t: d for (t, _), d in masks.depth.items()}
+    assert depth["Background"] < depth["Body"] == depth["Feathers"] < depth["Eyes"]
     assert report.no_mask  # rare values (fewer than 3 tokens) are listed with why
     assert all("tokens" in why or "differs" in why for why in report.no_mask.values())
     every_value = {t for item in items for t in item.traits}

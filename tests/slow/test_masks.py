@@ -25,7 +25,7 @@ from tests.data.known_masks import (
     moonbirds_tokens,
     visible_official,
 )
-from tests.data.synthetic import LAYERS_ARCHIVE
+from tests.data.synthetic import LAYER_ORDER, LAYERS_ARCHIVE
 
 TAU = 0.2  # MaskBuilder.masks' default: the share of its tokens a value must differ in
 HASHLIPS_TOKENS = 400
@@ -131,6 +131,21 @@ def test_official_hashlips_masks_are_the_layer_alpha() -> None:
     small, large = masks[("Iris", "Small")], masks[("Iris", "Large")]
     assert small.shape == (512, 512)
     assert 0 < small.sum() < large.sum() and not (small & ~large).any()
+    # HashLips folders do not say the drawing order (the engine's config does).
+    assert masks.order == "area"
+
+
+def test_hashlips_drawing_order_is_inferred_from_the_images(
+    hashlips: tuple[Composed, DerivedMasks],
+) -> None:
+    _, derived = hashlips
+    level = {t: i for i, same in enumerate(derived.levels) for t in same}
+    truth = {t: i for i, t in enumerate(LAYER_ORDER)}
+    ordered = [(a, b) for a in level for b in level if level[a] < level[b]]
+    assert len(ordered) >= 5
+    wrong = [(a, b) for a, b in ordered if truth[a] > truth[b]]
+    assert not wrong, wrong  # every pair it orders, it orders as the engine drew them
+    assert level["Top lid"] > level["Eyeball"] and level["Iris"] > level["Eye color"]
 
 
 def test_official_moonbirds_masks_cover_the_metadata(moonbirds: Moonbirds) -> None:
@@ -145,6 +160,12 @@ def test_official_moonbirds_masks_cover_the_metadata(moonbirds: Moonbirds) -> No
         assert masks[key].shape == (42, 42) and masks[key].any(), key
     assert all(mask.all() for (trait, _), mask in masks.items() if trait == "Background")
     assert not masks[("Eyes", "Angry")].all()
+    # The layer folders' drawing order; Body and Feathers share one layer.
+    depth = {t: d for (t, _), d in masks.depth.items()}
+    assert masks.order == "official"
+    drawn = ["Background", "Body", "Eyes", "Beak", "Eyewear", "Headwear", "Outerwear"]
+    assert [depth[t] for t in drawn] == sorted({depth[t] for t in drawn})
+    assert depth["Feathers"] == depth["Body"]
 
 
 def test_official_moonbirds_layers_draw_the_token_images(moonbirds: Moonbirds) -> None:
@@ -181,6 +202,15 @@ def test_derived_moonbirds_masks_reach_the_measured_iou(moonbirds: Moonbirds) ->
     for value in ["Blue", "Gray", "Green", "Pink", "Purple", "Yellow"]:
         assert derived.masks[("Background", value)].all()
         assert iou(shown[("Background", value)], visible[("Background", value)]) >= 0.9
+
+
+def test_derived_moonbirds_drawing_order_puts_the_body_under_its_parts(
+    moonbirds: Moonbirds,
+) -> None:
+    level = {t: i for i, same in enumerate(moonbirds.derived.levels) for t in same}
+    assert moonbirds.derived.levels[0] == ("Body", "Feathers")  # the bases, level
+    assert level["Eyes"] > level["Body"] and level["Eyewear"] > level["Eyes"]
+    assert level["Headwear"] > level["Feathers"] and level["Outerwear"] > level["Body"]
 
 
 def _drawn_figures(tokens: int = 1200, size: int = 24) -> tuple[MaskBuilder, dict[str, Mask]]:

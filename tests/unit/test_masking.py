@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.train.masks import Key, Mask
+from tasks.train.masks import Key, Mask, TraitMasks, by_area
 from tasks.train.masks.draw import FILL, apply_mask, caption, draw, draw_seed, union_mask
 from tasks.train.masks.store import decode_masks, encode_masks
 
@@ -67,7 +69,7 @@ def test_draw_seeds_change_with_the_epoch_and_repeat_on_replay() -> None:
 
 
 def test_masks_are_scaled_to_the_image_and_painted_with_the_fill() -> None:
-    masks = _masks(TRAITS)
+    masks = by_area(_masks(TRAITS))
     union = union_mask([TRAITS[0], TRAITS[2]], masks)
     assert union is not None and union.sum() == 16
     assert union_mask([], masks) is None
@@ -79,22 +81,58 @@ def test_masks_are_scaled_to_the_image_and_painted_with_the_fill() -> None:
     assert apply_mask(image, None) is image
 
 
-def test_mask_sets_round_trip_without_pickles() -> None:
-    masks = _masks(TRAITS)
-    data = encode_masks(masks)
-    back = decode_masks(data)
-    assert back.keys() == masks.keys()
+def test_mask_sets_round_trip_with_their_order_without_pickles() -> None:
+    masks = TraitMasks(_masks(TRAITS), {k: i for i, k in enumerate(TRAITS)}, "official")
+    back = decode_masks(encode_masks(masks))
+    assert back.keys() == masks.keys() and back.order == "official"
     assert all(np.array_equal(back[k], masks[k]) for k in masks)
+    assert dict(back.depth) == dict(masks.depth)
 
 
-def test_a_masked_backdrop_covers_only_what_the_other_traits_leave_showing() -> None:
-    masks = _masks(TRAITS[1:3])  # Eyes on row 1, Hat on row 2 (indices 0 and 1 here)
-    masks[TRAITS[0]] = np.ones((8, 8), bool)  # the Background: the whole canvas
-    alone = union_mask([TRAITS[0]], masks, TRAITS)
-    assert alone is not None
-    assert not alone[0].any() and not alone[1].any() and alone[2:].all()
-    # Masked together, the backdrop and a trait on it cover the trait's pixels too.
-    both = union_mask([TRAITS[0], TRAITS[1]], masks, TRAITS)
-    assert both is not None and both[0].all() and not both[1].any()
-    # Without the token's traits to go by, a backdrop is the whole canvas.
-    assert union_mask([TRAITS[0]], masks) is not None
+def test_mask_sets_stored_before_the_order_read_as_ordered_by_area() -> None:
+    plain = _masks(TRAITS[1:])
+    plain[TRAITS[0]] = np.ones((8, 8), bool)
+    out = io.BytesIO()
+    keys = sorted(plain)
+    np.savez_compressed(out, keys=np.array(keys), masks=np.stack([plain[k] for k in keys]))
+    back = decode_masks(out.getvalue())
+    assert back.order == "area"
+    assert back.depth[TRAITS[0]] == 0 and {back.depth[k] for k in TRAITS[1:]} == {1}
+
+
+def test_a_masked_trait_paints_only_what_the_traits_above_it_leave_showing() -> None:
+    size = 8
+    body = np.zeros((size, size), bool)
+    body[2:8, 1:7] = True
+    hat = np.zeros((size, size), bool)
+    hat[1:4, 2:6] = True  # over the top of the body
+    eyes = np.zeros((size, size), bool)
+    eyes[4, 2:6] = True  # on the body, under nothing
+    keys: list[Key] = [("Background", "Blue"), ("Body", "Red"), ("Eyes", "Big"), ("Hat", "Cap")]
+    region = [np.ones((size, size), bool), body, eyes, hat]
+    masks = TraitMasks(dict(zip(keys, region, strict=True)), {k: i for i, k in enumerate(keys)})
+    background, body_key, eyes_key, hat_key = keys
+
+    painted = union_mask([body_key], masks, keys)
+    assert painted is not None
+    assert np.array_equal(painted, body & ~hat & ~eyes)  # less what lies on it
+    # A token without the hat shows the body where the hat would be.
+    bare = union_mask([body_key], masks, [background, body_key, eyes_key])
+    assert bare is not None and np.array_equal(bare, body & ~eyes)
+    top = union_mask([hat_key], masks, keys)
+    assert top is not None and np.array_equal(top, hat)  # nothing above it
+    backdrop = union_mask([background], masks, keys)
+    assert backdrop is not None and np.array_equal(backdrop, ~(body | hat))
+    # Masked together, they paint the union of what each shows.
+    both = union_mask([body_key, hat_key], masks, keys)
+    assert both is not None and np.array_equal(both, (body | hat) & ~(eyes & ~hat))
+    # Level values do not hide each other: masks ordered by area paint whole.
+    level = union_mask([body_key], by_area(masks), keys)
+    assert level is not None and np.array_equal(level, body)
+
+
+def test_trait_masks_need_a_depth_for_every_mask() -> None:
+    with pytest.raises(ValueError, match="no depth"):
+        TraitMasks(_masks(TRAITS), {})
+    with pytest.raises(ValueError, match="order"):
+        TraitMasks(_masks(TRAITS[:1]), {TRAITS[0]: 0}, "guessed")

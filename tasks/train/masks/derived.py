@@ -50,6 +50,18 @@ border, skip both steps:
 A value in every token has no tokens without it to compare and gets no mask.
 Tokens without traits and images of another size are skipped and reported.
 
+The drawing order of the trait types is inferred from the same counts. Where
+the masks of two types overlap, the type drawn on top shows its own art there,
+so its values' tokens show one colour at those pixels; the type underneath shows
+whatever lies on it, so its values' tokens there vary with the other type. The
+type whose values are purer there (share of their tokens showing their most
+common colour, token-weighted, by at least ``ORDER_MARGIN``) is drawn above. The
+pairs are placed strongest first, leaving out any that would contradict those
+already placed (a cycle), and each type's level is the longest chain of types
+under it. Backdrops lie under everything, bases on them, level with each other
+(Moonbirds' Body and Feathers are one layer), then the rest; types whose
+overlaps are too close to call stay level, and neither hides the other.
+
 Memory: ``values x grid_pixels x (palette + 2) x 4`` bytes of counts (Moonbirds,
 116 values at 42x42 with 32 colours: 28 MB) plus 18 MB of buffered pixels. Images
 larger than ``grid`` on a side are sampled on a grid of pixel centres (never
@@ -75,6 +87,7 @@ HOLE_SIZE = 0.5  # largest hole, relative to the mask, filled because others cov
 BORDER_BACKDROP = 0.5  # share of a token's border in one colour for it to be the backdrop
 FOREGROUND = 0.5  # share of a value's tokens drawing over the backdrop at a foreground pixel
 BASE_SPAN = 0.75  # share of the foreground a base type's differing pixels span (by their box)
+ORDER_MARGIN = 0.1  # lead in purity over an overlap that puts one trait type above another
 FLUSH_CELLS = 1 << 21  # sampled pixels buffered before they are counted (18 MB)
 COMPARE_CELLS = 1 << 24  # (pixel, palette slot) pairs compared at once (16 MB)
 
@@ -98,6 +111,8 @@ class DerivedMasks:
     skipped: tuple[Skipped, ...]  # the first MAX_SKIPPED_LISTED skipped tokens
     skipped_count: int
     bases: tuple[str, ...] = ()  # trait types whose masks are their values' foreground
+    # Trait types back to front, one tuple per level; backdrops and types not listed lie under.
+    levels: tuple[tuple[str, ...], ...] = ()
 
 
 class MaskBuilder:
@@ -228,6 +243,9 @@ class MaskBuilder:
                 del grid_masks[key]
                 reasons[key] = "differs only where its tokens show the backdrop"
         _fill_holes(grid_masks, purity, backdrops)
+        levels = _type_levels(grid_masks, purity, self._weights(grid_masks), backdrops | bases)
+        if bases:
+            levels = (tuple(sorted(bases)), *levels)
         if fill_backdrop:
             for key in grid_masks:
                 if key[0] in backdrops:
@@ -240,6 +258,7 @@ class MaskBuilder:
             skipped=tuple(self._skipped),
             skipped_count=self._skipped_count,
             bases=tuple(sorted(bases)),
+            levels=levels,
         )
 
     def _backdrops(self, masks: Mapping[Key, Mask]) -> set[str]:
@@ -288,6 +307,10 @@ class MaskBuilder:
             if self._type_tokens[trait_type] == self._tokens
             and span[trait_type] >= BASE_SPAN * total
         }
+
+    def _weights(self, masks: Mapping[Key, Mask]) -> dict[Key, int]:
+        """Tokens per value, for the values that have a mask."""
+        return {key: self._value_tokens[self._keys[key]] for key in masks}
 
     def _native(self, mask: Mask) -> Mask:
         width, height = self.size
@@ -422,6 +445,65 @@ def _fill_holes(
             if consistent or occluded:
                 filled |= hole
         masks[key] = filled
+
+
+def _type_levels(
+    masks: Mapping[Key, Mask],
+    purity: Mapping[Key, npt.NDArray[np.float64]],
+    tokens: Mapping[Key, int],
+    below_all: set[str],
+) -> tuple[tuple[str, ...], ...]:
+    """Trait types, less ``below_all``, back to front by who shows purer colours
+    where they overlap."""
+    types = sorted({key[0] for key in masks} - below_all)
+    if not types:
+        return ()
+    shape = next(iter(masks.values())).shape
+    weight = {t: np.zeros(shape) for t in types}
+    pure = {t: np.zeros(shape) for t in types}
+    for key, mask in masks.items():
+        if key[0] in weight:
+            weight[key[0]] += tokens[key] * mask
+            pure[key[0]] += tokens[key] * mask * purity[key]
+    for t in types:
+        pure[t] /= np.maximum(weight[t], 1)
+    leads: list[tuple[float, str, str]] = []  # (lead, upper, lower)
+    for i, a in enumerate(types):
+        for b in types[i + 1 :]:
+            overlap = (weight[a] > 0) & (weight[b] > 0)
+            if overlap.any():
+                lead = float(pure[a][overlap].mean() - pure[b][overlap].mean())
+                if abs(lead) >= ORDER_MARGIN:
+                    leads.append((abs(lead), a, b) if lead > 0 else (abs(lead), b, a))
+    below: dict[str, set[str]] = {t: set() for t in types}
+    for _, upper, lower in sorted(leads, reverse=True):
+        if not _under(below, lower, upper):  # placing it would close a cycle
+            below[upper].add(lower)
+    level: dict[str, int] = {}
+
+    def level_of(t: str) -> int:
+        if t not in level:
+            level[t] = 1 + max((level_of(u) for u in below[t]), default=0)
+        return level[t]
+
+    for t in types:
+        level_of(t)
+    return tuple(
+        tuple(t for t in types if level[t] == n) for n in range(1, max(level.values()) + 1)
+    )
+
+
+def _under(below: Mapping[str, set[str]], top: str, wanted: str) -> bool:
+    """Whether ``wanted`` lies (transitively) under ``top``."""
+    seen, todo = set(), [top]
+    while todo:
+        for lower in below[todo.pop()]:
+            if lower == wanted:
+                return True
+            if lower not in seen:
+                seen.add(lower)
+                todo.append(lower)
+    return False
 
 
 def _holes(mask: Mask) -> list[Mask]:

@@ -1,9 +1,10 @@
 """The dynamic-masking draw (docs/method.md section 4): hide picked traits in image and caption.
 
 Each time a sample is loaded its traits are walked in order and each is picked
-with probability ``p``; a picked trait's region is painted over in the image and
-its phrase left out of the caption, which is then rebuilt with the tables'
-template (``caption``, the same text as ``sql/tables/texts.sql``'s visual template).
+with probability ``p``; a picked trait's visible region (its mask less the masks
+of the token's traits drawn above it) is painted over in the image and its phrase
+left out of the caption, which is then rebuilt with the tables' template
+(``caption``, the same text as ``sql/tables/texts.sql``'s visual template).
 
 Only traits that have a mask can be picked: dropping a phrase whose region stays
 visible would teach the model that the region does not matter. A trait is
@@ -22,13 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from tasks.train.masks import Key, Mask
+from tasks.train.masks import Key, Mask, TraitMasks
 
 # CLIP's mean colour: a masked pixel becomes zero after CLIP's normalisation.
 FILL = (123, 117, 104)
-# A mask covering this much of the canvas is a backdrop (Background layers, and the
-# derived masks of tasks.train.masks widen backdrops to the whole canvas).
-BACKDROP_COVER = 0.9
 
 
 def trait_text(trait_type: str, value: str) -> str:
@@ -78,25 +76,20 @@ def draw(
     return Draw(tuple(masked), tuple(kept), caption(collection, kept))
 
 
-def union_mask(
-    masked: Sequence[Key], masks: Mapping[Key, Mask], traits: Sequence[Key] = ()
-) -> Mask | None:
-    """The pixels the masked traits cover, at the masks' size; None when nothing is masked.
+def union_mask(masked: Sequence[Key], masks: TraitMasks, traits: Sequence[Key] = ()) -> Mask | None:
+    """The pixels where the masked traits are visible in a token showing ``traits``
+    (the masked ones when not given), at the masks' size; None when nothing is masked.
 
-    A backdrop's mask (a background: nearly the whole canvas) lies under everything
-    else, so it only covers what the token's other ``traits`` leave uncovered;
-    painting the whole canvas would hide every other trait with it.
+    Each masked trait paints its mask less the masks of the token's traits drawn
+    above it (``TraitMasks.visible``): a body under a hat loses the hat's pixels,
+    and a background only what everything else leaves showing.
     """
     if not masked:
         return None
+    shown = traits or masked
     union = np.zeros_like(masks[masked[0]])
     for key in masked:
-        region = masks[key]
-        if region.mean() >= BACKDROP_COVER:
-            for other in traits:
-                if other != key and other in masks and masks[other].mean() < BACKDROP_COVER:
-                    region = region & ~masks[other]
-        union |= region
+        union |= masks.visible(key, shown)
     return union
 
 

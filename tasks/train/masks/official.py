@@ -1,6 +1,9 @@
 """Official masks from a collection's layer art: a layer's alpha > 0, united over every
 layer file that draws the value (Moonbirds' layer folders, or HashLips-style
-``<trait>/<value>#<weight>.png`` files)."""
+``<trait>/<value>#<weight>.png`` files), with the order the layers are drawn in
+where the art says it (Moonbirds' folders do; HashLips folders do not, their
+order lives in the engine's config, so theirs come ordered by area only and
+tasks.train.masks.store takes the order from the token images)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.train.masks import Key, Mask
+from tasks.train.masks import Key, Mask, TraitMasks, by_area, by_type_order
 
 # Moonbirds layer folders back to front. Compositing a token's layers in this
 # order over its background colour reproduces 9,964 of the 10,000 token images
@@ -41,18 +44,24 @@ class LayerArt:
     backdrop: dict[int, Key]
 
 
-def official_masks(source: Path | str) -> dict[Key, Mask]:
+def official_masks(source: Path | str) -> TraitMasks:
     """Masks from layer art: a folder or .tar.gz of Moonbirds or HashLips layers.
 
     Moonbirds: the union of the alpha of every layer that draws the value in some
     token (``moonbirds_art``); Background, which has no layer, is the whole canvas.
     HashLips (``<Trait>/<Value>#<weight>.png``): each file's alpha, at the file's
-    own size.
+    own size, ordered by area.
     """
     files = _read_files(source)
     if any(_name(path) == MOONBIRDS_CSV for path in files):
-        return _union_masks(moonbirds_art(files))
-    return _hashlips_masks(files)
+        levels = [_folder_types(folder) for folder in MOONBIRDS_ORDER]
+        return by_type_order(_union_masks(moonbirds_art(files)), levels, "official")
+    return by_area(_hashlips_masks(files))
+
+
+def _folder_types(folder: str) -> tuple[str, ...]:
+    """The metadata trait types a Moonbirds layer folder draws (the body layer draws two)."""
+    return ("Body", "Feathers") if folder == "body" else (folder.title(),)
 
 
 def moonbirds_art(source: Path | str | Mapping[str, bytes]) -> LayerArt:

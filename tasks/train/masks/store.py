@@ -6,8 +6,14 @@ derived from its own training images (``tasks.train.masks.MaskBuilder``). When b
 exist the derived ones are built too and their IoU against the official ones is
 reported: that is how good derivation is where nobody published layers.
 
+Masks come with their drawing order (tasks.train.masks.TraitMasks): the layer
+art's where it says it (Moonbirds), else the one inferred from the training
+images (derived masks, and HashLips layer folders, which do not say it).
+
 Stored per contract under ``masks/``: ``<contract>.npz`` (``keys``: N x 2 strings,
-``masks``: N x H x W booleans, no pickles) and ``<contract>.json`` (the report).
+``masks``: N x H x W booleans, ``depth``: N integers, ``order``: how the depths
+were found; no pickles) and ``<contract>.json`` (the report). Files written
+before the order existed have no ``depth`` and read as ordered by area.
 A collection where no value gets a mask (no visual traits, as Loot) gets the
 report alone, with source "none", so it is not tried again on every run.
 """
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -32,7 +38,7 @@ from tasks.core.settings import Settings
 from tasks.export import images
 from tasks.export.items import ExportItem, export_items
 from tasks.export.webdataset import Holdout
-from tasks.train.masks import Key, Mask, iou
+from tasks.train.masks import TraitMasks, by_area, by_type_order, iou
 from tasks.train.masks.derived import MaskBuilder
 from tasks.train.masks.official import official_masks
 
@@ -51,6 +57,8 @@ class MaskReport:
     mean_iou: float | None = None  # derived against official, where both exist
     iou_values: int = 0
     no_mask: dict[str, str] = field(default_factory=dict)  # value -> why it has none
+    order: str = "area"  # how the drawing order was found (tasks.train.masks.ORDERS)
+    levels: list[list[str]] = field(default_factory=list)  # trait types back to front
 
 
 def build_masks(
@@ -86,13 +94,17 @@ def build_masks(
     if not contract:
         raise ValueError("no items to build masks from")
     derived = builder.masks(min_tokens=min_tokens) if builder is not None else None
-    masks: dict[Key, Mask] = dict(derived.masks) if derived else {}
+    masks = by_area({})
+    if derived is not None:
+        masks = by_type_order(derived.masks, derived.levels, "inferred")
     no_mask = {f"{t}: {v}": why for (t, v), why in (derived.reasons if derived else {}).items()}
     source, mean, compared = "derived", None, 0
     if layers is not None:
         official = official_masks(layers)
         scores = [iou(m, official[k]) for k, m in masks.items() if k in official]
         mean, compared = (float(np.mean(scores)), len(scores)) if scores else (None, 0)
+        if official.order == "area" and derived is not None and derived.levels:
+            official = by_type_order(official, derived.levels, "inferred")
         masks, source, no_mask = official, "official", {}
     if not masks:
         source = "none"
@@ -108,6 +120,8 @@ def build_masks(
         mean_iou=mean,
         iou_values=compared,
         no_mask=dict(list(no_mask.items())[:MAX_REASONS]),
+        order=masks.order,
+        levels=_levels(masks),
     )
     if masks:
         folder.put(paths.mask_file(contract), encode_masks(masks))
@@ -115,27 +129,42 @@ def build_masks(
     return report
 
 
-def encode_masks(masks: Mapping[Key, Mask]) -> bytes:
-    """An .npz of the masks: string keys and boolean arrays, readable without pickle."""
+def encode_masks(masks: TraitMasks) -> bytes:
+    """An .npz of the masks and their order: strings, booleans and integers, no pickle."""
     keys = sorted(masks)
     out = io.BytesIO()
     np.savez_compressed(
         out,
         keys=np.array(keys, dtype=str).reshape(len(keys), 2),
         masks=np.stack([masks[k] for k in keys]).astype(bool),
+        depth=np.array([masks.depth[k] for k in keys], dtype=np.int64),
+        order=np.array(masks.order),
     )
     return out.getvalue()
 
 
-def decode_masks(data: bytes) -> dict[Key, Mask]:
+def decode_masks(data: bytes) -> TraitMasks:
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         keys, stack = npz["keys"], npz["masks"]
-    return {(str(t), str(v)): stack[i] for i, (t, v) in enumerate(keys)}
+        depth = npz["depth"] if "depth" in npz.files else None
+        order = str(npz["order"]) if "order" in npz.files else "area"
+    masks = {(str(t), str(v)): stack[i] for i, (t, v) in enumerate(keys)}
+    if depth is None:
+        return by_area(masks)
+    return TraitMasks(masks, {k: int(d) for k, d in zip(masks, depth, strict=True)}, order)
 
 
-def load_masks(folder: Folder, contracts: Iterable[str]) -> dict[str, dict[Key, Mask]]:
+def _levels(masks: TraitMasks) -> list[list[str]]:
+    """The masks' trait types back to front, one list per depth."""
+    by_depth: dict[int, set[str]] = {}
+    for (trait_type, _), depth in masks.depth.items():
+        by_depth.setdefault(depth, set()).add(trait_type)
+    return [sorted(by_depth[d]) for d in sorted(by_depth)]
+
+
+def load_masks(folder: Folder, contracts: Iterable[str]) -> dict[str, TraitMasks]:
     """The stored masks of each contract that has them (others train unmasked)."""
-    found: dict[str, dict[Key, Mask]] = {}
+    found: dict[str, TraitMasks] = {}
     for contract in contracts:
         if folder.exists(paths.mask_file(contract)):
             found[contract] = decode_masks(folder.get(paths.mask_file(contract)))
@@ -150,8 +179,9 @@ def masks_folder(settings: Settings) -> Folder:
 def mask_targets(
     settings: Settings, holdout: Holdout | None, *, rebuild: bool = False
 ) -> list[list[ExportItem]]:
-    """The train-split items of each collection that has no masks yet (all with
-    ``rebuild``), less the tokens the export held out: derived masks see no held-out image."""
+    """The train-split items of each collection that has no masks yet, or masks stored
+    before they had a drawing order (all with ``rebuild``), less the tokens the
+    export held out: derived masks see no held-out image."""
     folder = masks_folder(settings)
     con = connect(settings)
     try:
@@ -165,7 +195,7 @@ def mask_targets(
         return [
             group
             for group in _by_contract(items)
-            if rebuild or not folder.exists(paths.mask_report(group[0].contract))
+            if rebuild or not _ordered(folder, group[0].contract)
         ]
     finally:
         con.close()
@@ -179,11 +209,18 @@ def build_collection_masks(
     return build_masks(items, ObjectStore(settings), masks_folder(settings), layers=art)
 
 
-def load_all_masks(settings: Settings) -> dict[str, dict[Key, Mask]]:
+def load_all_masks(settings: Settings) -> dict[str, TraitMasks]:
     """Every stored collection's masks, by contract."""
     folder = masks_folder(settings)
     contracts = [p.removesuffix(".npz") for p in folder.walk() if p.endswith(".npz")]
     return load_masks(folder, contracts)
+
+
+def _ordered(folder: Folder, contract: str) -> bool:
+    """Whether the contract's masks were built, with their drawing order."""
+    if not folder.exists(paths.mask_report(contract)):
+        return False
+    return "order" in json.loads(folder.get(paths.mask_report(contract)))
 
 
 def _by_contract(items: Iterator[ExportItem]) -> Iterator[list[ExportItem]]:
