@@ -4,6 +4,10 @@
   names (tables tests, ``bench.tables``).
 - ``composed``: collections of known retrieval difficulty composed from the HashLips
   layer art (``bench.experiments.cvi_validation``).
+- ``composed_target``: one composed collection prepared as shards with official and
+  derived masks, the masking experiment's second target.
+- ``corpus``: the broad pretraining corpus (varied composed collections and real
+  Loot, neither target), prepared once and cached (``bench.experiments.pretrain``).
 - ``known_masks``: collections whose trait masks are known, and mean IoU against them
   (mask tests, ``bench.experiments.masks``).
 - ``moonbird_shards``: real Moonbirds as WebDataset shards with masks, prepared once

@@ -364,13 +364,14 @@ def _render(art: Art, picks: Mapping[str, int]) -> Image.Image:
     return canvas
 
 
-def _load_art(size: int, values: int, archive: Path = LAYERS_ARCHIVE) -> Art:
-    """The art of the first ``values`` values of each trait type, and of CONSTANT layers."""
+def _load_art(size: int, values: int, archive: Path = LAYERS_ARCHIVE, inset: float = INSET) -> Art:
+    """The art of the first ``values`` values of each trait type, and of CONSTANT layers;
+    every layer but the backdrop at ``inset`` of the size (tests.data.corpus varies it)."""
     bases = _read_layers(archive)
-    inset = round(size * INSET)
-    art: Art = {layer: [_scaled(bases[(layer, "Shapes")], size, inset)] for layer in CONSTANT}
+    inner = round(size * inset)
+    art: Art = {layer: [_scaled(bases[(layer, "Shapes")], size, inner)] for layer in CONSTANT}
     for layer, table in VALUES.items():
-        side = size if layer == BACKDROP else inset
+        side = size if layer == BACKDROP else inner
         art[layer] = [
             _scaled(_recoloured(bases[(layer, v.base)], v.recolour), size, side)
             for v in table[:values]
