@@ -2,8 +2,11 @@
 
 Composes collections from the HashLips layers whose number of values per trait
 type grows (tests.data.composed: same size, unique tokens, so few values = hard) and
-exports them to the local stack's S3. The model is trained with the
-nft1000/finetune deployment on a separate composed collection that uses every
+exports them to the local stack's S3. The model is fine-tuned with the
+nft1000/finetune deployment, from the tiny CLIP pretrained on our broad corpus
+(bench.experiments.pretrain, uploaded to the stack's S3 and passed as
+``pretrained``; ``--pretrained none`` starts from random weights as before), on a
+separate composed collection that uses every
 value (``--train-tokens`` tokens of the largest k), so each value is learned
 equally well and the collections measured are unseen, as they are for a CLIP
 that computes CVI on new collections. (Trained on the measured collections
@@ -15,7 +18,7 @@ the known difficulty (values per type) against top-1 (is the order real for
 this model?) and against CVI.
 
     python -m bench.experiments.cvi_validation [--values 3,4,5,6,8,10] [--tokens 400]
-        [--train-tokens 12000] [--epochs 4]
+        [--train-tokens 12000] [--epochs 4] [--lr 1e-3] [--pretrained corpus|none|PATH]
 
 Starts the local stack if it is down (the one `make demo` uses) and leaves it up.
 The finetune run is named ``cvi-composed``; models/latest.json then points at it.
@@ -46,14 +49,18 @@ from tests.data.composed import ComposedCollection, Plan, compose, neighbours, w
 RUN_NAME = "cvi-composed"
 
 
-def finetune_params(root: str, epochs: int, seed: int) -> dict[str, str]:
-    """Plain contrastive training of the tiny CLIP from random weights, on the CPU."""
+def finetune_params(
+    root: str, epochs: int, seed: int, pretrained: str = "", lr: float = 1e-3
+) -> dict[str, str]:
+    """Plain contrastive training of the tiny CLIP on the CPU, from ``pretrained`` (an
+    ``s3://`` checkpoint) or from random weights ("")."""
     return {
         "train_data": f"{root}/train",
+        "pretrained": pretrained,
         "mode": "plain",
         "epochs": str(epochs),
         "batch_size": "64",
-        "lr": "1e-3",
+        "lr": f"{lr:g}",
         "warmup_steps": "20",
         "precision": "fp32",
         "workers": "1",
@@ -62,7 +69,9 @@ def finetune_params(root: str, epochs: int, seed: int) -> dict[str, str]:
     }
 
 
-def run(plan: Plan, training: Plan, epochs: int, home: Path) -> dict[str, Any]:
+def run(
+    plan: Plan, training: Plan, epochs: int, home: Path, pretrained: Path | None, lr: float
+) -> dict[str, Any]:
     meter = Meter()
     cfg = (
         stack.load_config(home) if (home / "stack.json").exists() else stack.StackConfig(home=home)
@@ -75,7 +84,8 @@ def run(plan: Plan, training: Plan, epochs: int, home: Path) -> dict[str, Any]:
     _, train_root = _export(training, settings)
     prepare_s = meter.lap()
 
-    params = finetune_params(train_root, epochs, plan.seed)
+    start = _upload(pretrained, settings) if pretrained else ""
+    params = finetune_params(train_root, epochs, plan.seed, start, lr)
     trained = deployments.run(env, "nft1000/finetune", params)
     if not trained.completed:
         raise RuntimeError("nft1000/finetune did not complete")
@@ -100,6 +110,8 @@ def run(plan: Plan, training: Plan, epochs: int, home: Path) -> dict[str, Any]:
         "plan": asdict(plan),
         "training": asdict(training),
         "epochs": epochs,
+        "lr": lr,
+        "pretrained": start or "none (random init)",
         "model": report["model"],
         "data": root,
         "spearman_cvi_top1": report["spearman"],
@@ -121,6 +133,16 @@ def _export(plan: Plan, settings: Settings) -> tuple[list[ComposedCollection], s
     if not open_folder(root, settings).exists("train/" + SIZES):
         write_export(collections, root, settings)
     return collections, root
+
+
+def _upload(checkpoint: Path, settings: Settings) -> str:
+    """The checkpoint in the stack's S3, under a key named by its digest; its URL."""
+    data = checkpoint.read_bytes()
+    key = f"pretrained/{hashlib.sha256(data).hexdigest()[:12]}/{checkpoint.name}"
+    folder = open_folder(paths.url(settings, paths.MODELS), settings)
+    if not folder.exists(key):
+        folder.put(key, data)
+    return paths.url(settings, paths.MODELS, key)
 
 
 def _report(settings: Settings, root: str) -> dict[str, Any]:
@@ -159,6 +181,16 @@ def _logs_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def _checkpoint(pretrained: str) -> Path | None:
+    if pretrained == "none":
+        return None
+    if pretrained == "corpus":
+        from bench.experiments import pretrain
+
+        return pretrain.pretrained_checkpoint(pretrain.PretrainParams())
+    return Path(pretrained)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--values", default="3,4,5,6,8,10", help="values per trait type")
@@ -167,6 +199,12 @@ def main() -> None:
         "--train-tokens", type=int, default=12000, help="of the training collection"
     )
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--pretrained",
+        default="corpus",
+        help="corpus (bench.experiments.pretrain), none, or a file",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--home", type=Path, default=Path(os.environ.get("NFT1000_HOME") or ".nft1000")
@@ -183,7 +221,8 @@ def main() -> None:
         name="Composed training",
     )
     with _logs_to_stderr():
-        result = run(plan, training, args.epochs, args.home)
+        checkpoint = _checkpoint(args.pretrained)
+        result = run(plan, training, args.epochs, args.home, checkpoint, args.lr)
     json.dump(result, sys.stdout, indent=1)
     print()
 

@@ -1,37 +1,42 @@
-"""bench/experiments/masking: does dynamic masking help retrieval? Plain against
-dynamic-mask training on real Moonbirds, top-K within the collection on held-out
-tokens; prints JSON.
+"""bench/experiments/masking: does dynamic masking beat plain fine-tuning of a pretrained
+CLIP, as the paper claims? Plain against dynamic-mask arms on two held-out targets,
+several learning rates and seeds, top-K within the collection; prints JSON.
 
-docs/method.md section 4 fine-tunes a pretrained CLIP. No weights can be downloaded
-here, so every arm trains the same small CLIP from random weights, on a CPU, on
-the Moonbirds train split (``tests.data.moonbird_shards``: 80% of the tokens, by a
-seeded hash of the id), with one budget (epochs, batch, lr, warm-up, seed,
-precision) through ``tasks.train.loop.train``. The arms differ only in the mode and
-the masks:
+The paper fine-tunes a pretrained CLIP. No weights can be downloaded here, so the
+start is the tiny CLIP pretrained on our broad corpus (bench.experiments.pretrain:
+many HashLips-composed collections and real Loot, neither target among them), or
+any checkpoint given with ``--pretrained``. Every arm fine-tunes that checkpoint
+on a target's train split with one budget (epochs, batch, warm-up, precision)
+through ``tasks.train.loop.train``; the arms differ only in mode, masks and rate:
 
 - ``plain``: full images and captions;
-- ``dynamic-derived``: dynamic masking (p = ``--mask-probability``) with the
-  masks derived from the train images (what a collection without layer art gets);
-- ``dynamic-official``: the same with the masks from the Moonbirds layer art;
-- ``dynamic-derived-no-backdrop``: derived masks without the backdrops (values
-  whose mask covers nearly the whole canvas: Background), which are then never
-  picked: always shown
-  and always named. (A picked backdrop paints only what the token's other
-  traits leave showing, ``tasks.train.masks.draw.union_mask``; this arm tells how much
-  masking the backdrop at all costs or brings.)
+- ``dynamic-official``: dynamic masking (p = ``--mask-probability``) with the
+  masks from the layer art and its drawing order;
+- ``dynamic-derived``: the same with masks and order derived from the train
+  images (what a collection without layer art gets);
+- ``dynamic-official-whole``, ``dynamic-derived-whole`` (not run by default): the
+  same masks painted whole, as before masks had an order (only backdrops gave
+  way to the rest), to tell what painting only the visible region changes.
 
-Each arm also reports ``painted_share``: how much of each training image the
-first epoch's draw paints over (mean, and the share of images painted over 90%).
+Rates: the paper's (5e-6 plain, 3e-5 dynamic masking) with lower and higher ones
+(``--plain-rates``, ``--dynamic-rates``); each (arm, rate) runs with every seed
+(initialisation of anything the checkpoint lacks, data order, masking draw).
 
-Each trained model embeds the test split (tokens never trained on, with their
-full template captions) through ``tasks.evaluate.embed.embed_shards``, and
-``tasks.evaluate.retrieval.evaluate`` ranks each caption's own image among all test
-images (pool ``within``: one collection, so pooled is the same pool). The
-untrained model and chance (K / test size) are the floor. Each seed repeats
-every arm with another initialisation, data order and draw.
+Targets, each split 80/20 by token with a fixed seed: ``moonbirds`` (real,
+``tests.data.moonbird_shards``, official masks from the Moonbirds layer art) and
+``composed`` (``tests.data.composed_target``: a HashLips-composed collection held
+out of the corpus, official masks from its art). Each trained model embeds the
+test split (tokens never trained on, full template captions) and
+``tasks.evaluate.retrieval.evaluate`` ranks each caption's own image among all
+the test images. Floors: the checkpoint with no fine-tuning (zero-shot), and
+chance (K / test size).
 
-    python -m bench.experiments.masking [--epochs 3] [--batch-size 128] [--lr 1e-3]
-        [--seeds 0] [--arms plain,dynamic-derived,...] [--tokens 10000]
+Per target and mask source the JSON also gives the painted share: how much of
+each training image the first epoch's draw paints over (mean, and the share of
+images painted over 90%), painted whole and painted visible.
+
+    python -m bench.experiments.masking [--targets moonbirds,composed] [--seeds 0,1,2]
+        [--epochs 2] [--pretrained corpus|none|PATH] [--quick]
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,56 +62,58 @@ from tasks.core.folders import open_folder
 from tasks.core.paths import MODEL
 from tasks.evaluate.embed import embed_shards
 from tasks.evaluate.retrieval import WITHIN, evaluate
-from tasks.train.loop import Mode, TrainConfig, TrainResult, train
-from tasks.train.masks import Key, Mask
-from tasks.train.masks.draw import BACKDROP_COVER, draw, draw_seed, union_mask
+from tasks.train.loop import AUTHORS_LR, Mode, TrainConfig, TrainResult, train
+from tasks.train.masks import TraitMasks, by_area
+from tasks.train.masks.draw import draw, draw_seed, union_mask
 from tasks.train.model import ClipModel, load_clip, resolve_device
 from tasks.train.model_configs import TINY_ARCHITECTURE
 from tasks.train.shards import ShardSet, read_shard
-from tests.data.moonbird_shards import LOCAL, Prepared, add_arguments, prepared_of
+from tests.data.composed import Plan
+from tests.data.composed_target import TARGET, prepare_target
+from tests.data.moonbird_shards import LOCAL, MASK_SOURCES, Prepared, add_arguments, prepared_of
+
+KS = (1, 5, 10)
+PAPER = {
+    "claim": "dynamic masking beats plain fine-tuning of a pretrained CLIP",
+    "top1_points": 7.4,
+    "rates": dict(AUTHORS_LR),
+}
+QUICK_TARGET = Plan(values=(3,), tokens=60, seed=TARGET.seed, name=TARGET.name)
 
 
 @dataclass(frozen=True)
 class Arm:
     mode: Mode
     masks: str | None = None  # mask source (tests.data.moonbird_shards.MASK_SOURCES)
-    # Backdrops (values whose mask covers nearly the whole canvas, as tasks.train.masks.draw
-    # tells them): False leaves them out of the masks, so they are never picked.
-    canvas_masks: bool = True
+    visible: bool = True  # False: each mask painted whole (ordered by area only)
 
 
 ARMS: dict[str, Arm] = {
     "plain": Arm("plain"),
-    "dynamic-derived": Arm("dynamic-mask", "derived"),
     "dynamic-official": Arm("dynamic-mask", "official"),
-    "dynamic-derived-no-backdrop": Arm("dynamic-mask", "derived", canvas_masks=False),
+    "dynamic-derived": Arm("dynamic-mask", "derived"),
+    "dynamic-official-whole": Arm("dynamic-mask", "official", visible=False),
+    "dynamic-derived-whole": Arm("dynamic-mask", "derived", visible=False),
 }
-KS = (1, 5, 10)
+TARGETS = ("moonbirds", "composed")
 
 
-def top_k(
-    clip: ClipModel, test: ShardSet, device: torch.device, workers: int
-) -> tuple[dict[str, float], float]:
-    """Within-collection top-K accuracy of a model on the test split, and embedding seconds."""
+def top_k(clip: ClipModel, test: ShardSet, device: torch.device, workers: int) -> dict[str, float]:
+    """Within-collection top-K accuracy of a model on the test split."""
     embedded = embed_shards(clip, test, LOCAL, device=device, batch_size=256, workers=workers)
     result = evaluate(embedded.images, embedded.texts, embedded.groups, pools=(WITHIN,), ks=KS)
-    within = result[WITHIN]
-    return {f"top{k}": round(within.micro(k), 4) for k in KS}, embedded.seconds
+    return {f"top{k}": round(result[WITHIN].micro(k), 4) for k in KS}
 
 
-def arm_masks(arm: Arm, data: Prepared) -> dict[str, dict[Key, Mask]] | None:
+def arm_masks(arm: Arm, data: Prepared) -> dict[str, TraitMasks] | None:
     if arm.masks is None:
         return None
     masks = data.masks(arm.masks)
-    if arm.canvas_masks:
-        return masks
-    return {
-        c: {k: m for k, m in by.items() if m.mean() < BACKDROP_COVER} for c, by in masks.items()
-    }
+    return masks if arm.visible else {c: by_area(m) for c, m in masks.items()}
 
 
 def painted(
-    shards: ShardSet, masks: dict[str, dict[Key, Mask]] | None, p: float, seed: int
+    shards: ShardSet, masks: dict[str, TraitMasks] | None, p: float, seed: int
 ) -> dict[str, float]:
     """Share of each training image that the first epoch's draw paints over (the same
     draw as tasks.train.batches: ``draw_seed(seed, 0, key)``), at the masks' size."""
@@ -127,72 +136,169 @@ def painted(
     }
 
 
+def painted_shares(data: Prepared, p: float, seed: int) -> dict[str, Any]:
+    """Per mask source, the painted share with masks painted whole and painted visible."""
+    train_set = data.split("train")
+    found: dict[str, Any] = {}
+    for source in MASK_SOURCES:
+        visible = data.masks(source)
+        whole = {c: by_area(m) for c, m in visible.items()}
+        found[source] = {
+            "order": sorted({m.order for m in visible.values()}),
+            "whole": painted(train_set, whole, p, seed),
+            "visible": painted(train_set, visible, p, seed),
+        }
+    return found
+
+
 def run_arm(
-    name: str, config: TrainConfig, data: Prepared, device: torch.device, scratch: Path
+    name: str,
+    config: TrainConfig,
+    data: Prepared,
+    device: torch.device,
+    scratch: Path,
 ) -> dict[str, Any]:
-    """Train one arm into ``scratch`` and evaluate it on the test split."""
+    """Fine-tune one (arm, rate, seed) into ``scratch`` and evaluate it on the test split."""
     arm = ARMS[name]
-    masks = arm_masks(arm, data)
-    out = scratch / f"{name}-{config.seed}"
+    out = scratch / f"{name}-{config.lr:g}-{config.seed}"
     meter = Meter()
     result: TrainResult = train(
         dataclasses.replace(config, mode=arm.mode),
         data.split("train"),
         LOCAL,
         open_folder(str(out), LOCAL),
-        masks,
+        arm_masks(arm, data),
         device=str(device),
         checkpoint_every_s=1e9,
         log_every=0,
     )
     seconds = meter.seconds()
     clip = load_clip(config.architecture, str(out / MODEL), LOCAL, device)
-    accuracy, embed_seconds = top_k(clip, data.split("test"), device, config.workers)
-    trained = sum(e.seconds for e in result.epochs)
+    accuracy = top_k(clip, data.split("test"), device, config.workers)
     return {
         "arm": name,
+        "lr": config.lr,
         "seed": config.seed,
-        "mode": arm.mode,
-        "masks": arm.masks,
-        "canvas_masks": arm.canvas_masks,
-        "mask_values": sum(len(m) for m in (masks or {}).values()),
-        "painted_share": painted(data.split("train"), masks, config.mask_probability, config.seed),
-        "train_seconds": round(seconds, 1),
-        "samples_per_s": round(result.samples / trained, 1) if trained else None,
+        "seconds": round(seconds, 1),
         "steps": result.steps,
         "epoch_loss": [round(e.loss, 4) for e in result.epochs],
         "masked_per_sample": [round(e.masked_per_sample, 2) for e in result.epochs],
-        "embed_seconds": round(embed_seconds, 1),
         **accuracy,
     }
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean (and spread, over several seeds) of each arm's accuracies."""
+    """Per arm and rate, the mean and spread over seeds of each top-K; then each arm's
+    best rate by mean top-1, and each dynamic arm's lead over plain at the best rates."""
+    table: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        table.setdefault(run["arm"], {}).setdefault(f"{run['lr']:g}", []).append(run)
     summary: dict[str, Any] = {}
-    for arm in dict.fromkeys(r["arm"] for r in runs):
-        mine = [r for r in runs if r["arm"] == arm]
-        summary[arm] = {"seeds": len(mine)}
-        for k in KS:
-            values = [r[f"top{k}"] for r in mine]
-            summary[arm][f"top{k}_mean"] = round(statistics.fmean(values), 4)
-            if len(values) > 1:
-                summary[arm][f"top{k}_stdev"] = round(statistics.stdev(values), 4)
+    for arm, by_rate in table.items():
+        rows = {rate: _spread(mine) for rate, mine in by_rate.items()}
+        best = max(rows, key=lambda rate: rows[rate]["top1_mean"])
+        summary[arm] = {"by_rate": rows, "best_rate": float(best), "best": rows[best]}
+    if "plain" in summary:
+        plain = summary["plain"]["best"]["top1_mean"]
+        for arm, found in summary.items():
+            if arm != "plain":
+                found["top1_points_over_plain"] = round(
+                    100 * (found["best"]["top1_mean"] - plain), 2
+                )
     return summary
 
 
+def _spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {"seeds": len(runs)}
+    for k in KS:
+        values = [r[f"top{k}"] for r in runs]
+        found[f"top{k}_mean"] = round(statistics.fmean(values), 4)
+        found[f"top{k}_stdev"] = round(statistics.stdev(values), 4) if len(values) > 1 else 0.0
+    return found
+
+
+def rates_of(arm: str, args: argparse.Namespace) -> list[float]:
+    return list(args.plain_rates if ARMS[arm].mode == "plain" else args.dynamic_rates)
+
+
+def run_target(
+    name: str,
+    data: Prepared,
+    base: TrainConfig,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Every (seed, arm, rate) on one target, with its floors and painted shares."""
+    meter = Meter()
+    train_set, test_set = data.split("train"), data.split("test")
+    floors = {}
+    for label, weights in (("zero_shot", base.pretrained or None), ("untrained", None)):
+        torch.manual_seed(0)
+        model = load_clip(base.architecture, weights, LOCAL, device)
+        floors[label] = top_k(model, test_set, device, 0)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="nft1000-masking-") as tmp:
+        for seed in args.seeds:
+            for arm in args.arms:
+                for lr in rates_of(arm, args):
+                    config = dataclasses.replace(base, seed=seed, lr=lr)
+                    runs.append(run_arm(arm, config, data, device, Path(tmp)))
+                    _progress(name, runs[-1])
+    return {
+        "collection": data.summary.get("collection", "Moonbirds"),
+        "train": train_set.samples,
+        "test": test_set.samples,
+        "prepared": str(data.root),
+        "chance": {f"top{k}": round(k / test_set.samples, 4) for k in KS},
+        **floors,
+        "painted_share": painted_shares(data, base.mask_probability, 0),
+        "runs": runs,
+        "summary": summarise(runs),
+        "seconds": round(meter.seconds(), 1),
+    }
+
+
+def _progress(target: str, run: dict[str, Any]) -> None:
+    """One line per finished run on stderr: the experiment takes a while."""
+    keys = ("arm", "lr", "seed", "top1", "top10", "seconds")
+    print(target, " ".join(f"{k}={run[k]}" for k in keys), flush=True, file=sys.stderr)
+
+
+def targets_of(args: argparse.Namespace) -> dict[str, Callable[[], Prepared]]:
+    plan = QUICK_TARGET if args.quick else TARGET
+    loaders: dict[str, Callable[[], Prepared]] = {
+        "moonbirds": lambda: prepared_of(args),
+        "composed": lambda: prepare_target(plan, args.cache),
+    }
+    return {name: loaders[name] for name in args.targets}
+
+
+def start_checkpoint(args: argparse.Namespace) -> str:
+    """The checkpoint the arms fine-tune: the corpus-pretrained one (built if missing),
+    none (random weights), or a given file."""
+    if args.pretrained == "none":
+        return ""
+    if args.pretrained == "corpus":
+        from bench.experiments import pretrain
+
+        params = pretrain.QUICK if args.quick else pretrain.PretrainParams()
+        return str(pretrain.pretrained_checkpoint(params, args.cache))
+    return str(args.pretrained)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    unknown = [a for a in args.arms if a not in ARMS]
+    unknown = [a for a in args.arms if a not in ARMS] + [
+        t for t in args.targets if t not in TARGETS
+    ]
     if unknown:
-        raise ValueError(f"unknown arms {unknown}: use {sorted(ARMS)}")
+        raise ValueError(f"unknown arms or targets {unknown}: use {sorted(ARMS)}, {TARGETS}")
     torch.set_num_threads(args.threads or torch.get_num_threads())
     device = resolve_device(args.device)
-    data = prepared_of(args)
-    train_set, test_set = data.split("train"), data.split("test")
     meter = Meter()
+    pretrained = start_checkpoint(args)
     base = TrainConfig(
         architecture=args.architecture,
-        lr=args.lr,
+        pretrained=pretrained,
         epochs=args.epochs,
         batch_size=args.batch_size,
         precision=args.precision,
@@ -200,15 +306,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         workers=args.workers,
         mask_probability=args.mask_probability,
     )
-    torch.manual_seed(0)
-    untrained, _ = top_k(load_clip(args.architecture, None, LOCAL, device), test_set, device, 0)
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="nft1000-masking-") as tmp:
-        for seed in args.seeds:
-            for arm in args.arms:
-                config = dataclasses.replace(base, seed=seed)
-                runs.append(run_arm(arm, config, data, device, Path(tmp)))
-    reports = data.summary["masks"]
+    targets = {
+        name: run_target(name, load(), base, args, device)
+        for name, load in targets_of(args).items()
+    }
     return {
         "benchmark": "masking_experiment",
         "machine": {
@@ -218,57 +319,89 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "python": platform.python_version(),
             "torch": torch.__version__,
         },
-        "data": {
-            "collection": "Moonbirds",
-            "train": train_set.samples,
-            "test": test_set.samples,
-            "mask_values": {s: reports[s]["values"] for s in reports},
-            "derived_vs_official_mean_iou": reports["official"]["mean_iou"],
-            "prepared": str(data.root),
-        },
+        "paper": PAPER,
         "budget": {
             "architecture": Path(args.architecture).name,
-            "pretrained": "none (random init)",
+            "pretrained": pretrained or "none (random init)",
             "epochs": args.epochs,
             "batch_size": args.batch_size,
-            "lr": args.lr,
             "warmup_steps": args.warmup_steps,
             "precision": args.precision,
             "mask_probability": args.mask_probability,
+            "plain_rates": args.plain_rates,
+            "dynamic_rates": args.dynamic_rates,
+            "seeds": args.seeds,
             "workers": args.workers,
         },
-        "chance": {f"top{k}": round(k / test_set.samples, 4) for k in KS},
-        "untrained": untrained,
-        "runs": runs,
-        "summary": summarise(runs),
+        "targets": targets,
         "seconds": round(meter.seconds(), 1),
     }
 
 
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
+
+
+QUICK = {
+    "tokens": 80,
+    "per_shard": 16,
+    "test_share": 0.25,
+    "epochs": 1,
+    "batch_size": 16,
+    "warmup_steps": 2,
+    "workers": 0,
+    "seeds": [0],
+    "plain_rates": [1e-4],
+    "dynamic_rates": [1e-4],
+}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(p)
+    add_arguments(p, tokens=5000)
+    p.add_argument("--targets", type=lambda s: s.split(","), default=list(TARGETS))
     p.add_argument("--architecture", default=TINY_ARCHITECTURE)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup-steps", type=int, default=50)
+    p.add_argument(
+        "--pretrained",
+        default="corpus",
+        help="corpus (bench.experiments.pretrain), none, or a file",
+    )
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--plain-rates", type=_floats, default=[1e-6, 5e-6, 3e-5, 3e-4, 1e-3])
+    p.add_argument("--dynamic-rates", type=_floats, default=[5e-6, 3e-5, 3e-4, 1e-3])
+    p.add_argument("--warmup-steps", type=int, default=20)
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "amp"))
     p.add_argument("--mask-probability", type=float, default=0.5)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0])
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     p.add_argument(
         "--arms",
         type=lambda s: s.split(","),
-        default=["plain", "dynamic-derived", "dynamic-derived-no-backdrop"],
+        default=["plain", "dynamic-official", "dynamic-derived"],
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small check of the whole experiment: 80 Moonbirds, a 60-token composed "
+        "target, the quick pretrained checkpoint, one seed, one rate, one epoch",
     )
     return p
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments, with ``--quick``'s small budget where it is given."""
+    args = parser().parse_args(argv)
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    return args
+
+
 def main() -> None:
-    print(json.dumps(run(parser().parse_args()), indent=2))
+    print(json.dumps(run(parse()), indent=2))
 
 
 if __name__ == "__main__":

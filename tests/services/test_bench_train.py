@@ -16,7 +16,6 @@ from bench import evaluate, train
 from bench.experiments import masking
 from tasks.core.folders import open_folder
 from tasks.core.settings import Settings
-from tasks.train.masks.draw import BACKDROP_COVER
 from tasks.train.shards import read_shard
 from tests.data.moonbird_shards import CONTRACT, Params, Prepared, prepare
 
@@ -113,37 +112,34 @@ def test_bench_evaluate_reports_embedding_and_retrieval_speed(prepared: Prepared
     assert doc["retrieval"]["within"]["top5"] == doc["retrieval"]["pooled"]["top5"]
 
 
-def test_masking_experiment_trains_each_arm_on_one_budget(prepared: Prepared, cache: Path) -> None:
-    arms = ["plain", "dynamic-official", "dynamic-derived", "dynamic-derived-no-backdrop"]
-    args = masking.parser().parse_args(
-        [*DATA, "--cache", str(cache), "--epochs", "1", "--batch-size", "16",
-         "--warmup-steps", "2", "--workers", "0", "--arms", ",".join(arms)]
-    )  # fmt: skip
-    doc = _json(masking.run(args))
-    derived = prepared.masks("derived")[CONTRACT]
-    assert doc["data"] | {"prepared": ""} == {
-        "collection": "Moonbirds",
-        "train": 60,
-        "test": 20,
-        "mask_values": {"derived": len(derived), "official": 116},
-        "derived_vs_official_mean_iou": prepared.summary["masks"]["official"]["mean_iou"],
-        "prepared": "",
-    }
-    assert doc["chance"] == {"top1": 0.05, "top5": 0.25, "top10": 0.5}
-    runs = {r["arm"]: r for r in doc["runs"]}
-    assert list(runs) == arms and set(doc["summary"]) == set(arms)
-    for run in runs.values():
-        assert run["steps"] == 4 and len(run["epoch_loss"]) == 1
-        assert 0 <= run["top1"] <= run["top5"] <= run["top10"] <= 1
-
-    plain, official = runs["plain"], runs["dynamic-official"]
-    with_backdrops, without = runs["dynamic-derived"], runs["dynamic-derived-no-backdrop"]
-    assert plain["masked_per_sample"] == [0.0] and plain["mask_values"] == 0
-    assert plain["painted_share"] == {"mean": 0.0, "over_90_percent": 0.0}
-    assert official["masked_per_sample"][0] > 1 and official["mask_values"] == 116
-    assert 0 < official["painted_share"]["mean"] < 0.9
-    assert with_backdrops["mask_values"] == len(derived)
-    assert without["mask_values"] == sum(m.mean() < BACKDROP_COVER for m in derived.values())
-    # The same picks but for the backdrops, which only ever add painted pixels.
-    assert without["painted_share"]["mean"] <= with_backdrops["painted_share"]["mean"]
-    assert without["masked_per_sample"][0] <= with_backdrops["masked_per_sample"][0]
+def test_masking_experiment_quick_runs_every_arm_on_both_targets(
+    prepared: Prepared, cache: Path
+) -> None:
+    doc = _json(masking.run(masking.parse(["--quick", "--cache", str(cache)])))
+    start = doc["budget"]["pretrained"]
+    assert start.endswith("model.pt") and Path(start).is_file()  # the corpus checkpoint
+    assert set(doc["targets"]) == {"moonbirds", "composed"}
+    assert doc["paper"]["rates"] == {"dynamic-mask": 3e-5, "plain": 5e-6}
+    arms = ["plain", "dynamic-official", "dynamic-derived"]
+    for name, target in doc["targets"].items():
+        assert target["train"] + target["test"] == (TOKENS if name == "moonbirds" else 60)
+        assert target["chance"]["top1"] == round(1 / target["test"], 4)
+        for floor in ("zero_shot", "untrained"):
+            assert 0 <= target[floor]["top1"] <= target[floor]["top10"] <= 1
+        for source in ("official", "derived"):
+            shares = target["painted_share"][source]
+            # Painting only what shows never paints more than painting each mask whole.
+            assert 0 < shares["visible"]["mean"] <= shares["whole"]["mean"] <= 1
+        runs = {r["arm"]: r for r in target["runs"]}
+        assert list(runs) == arms and all(r["lr"] == 1e-4 and r["seed"] == 0 for r in runs.values())
+        assert runs["plain"]["masked_per_sample"] == [0.0]
+        assert runs["dynamic-official"]["masked_per_sample"][0] > 0.5
+        for run in runs.values():
+            assert 0 <= run["top1"] <= run["top5"] <= run["top10"] <= 1
+        summary = target["summary"]
+        assert summary["plain"]["best_rate"] == 1e-4
+        lead = summary["dynamic-official"]["top1_points_over_plain"]
+        best = summary["dynamic-official"]["best"]["top1_mean"]
+        assert lead == round(100 * (best - summary["plain"]["best"]["top1_mean"]), 2)
+    moonbirds = doc["targets"]["moonbirds"]["painted_share"]["official"]
+    assert moonbirds["visible"]["mean"] < moonbirds["whole"]["mean"]  # hats lie on bodies
