@@ -31,9 +31,12 @@ test split (tokens never trained on, full template captions) and
 the test images. Floors: the checkpoint with no fine-tuning (zero-shot), and
 chance (K / test size).
 
-Per target and mask source the JSON also gives the painted share: how much of
-each training image the first epoch's draw paints over (mean, and the share of
-images painted over 90%), painted whole and painted visible.
+Per target and mask source the JSON also gives what the first epoch's draw does
+(``draw``): the painted share, how much of each training image it paints over
+(mean, and the share of images painted over 90%), painted whole and painted
+visible; and the caption collisions, the share of samples whose caption equals
+another in its batch (the contrastive loss treats them as negatives), with and
+without masking.
 
     python -m bench.experiments.masking [--targets moonbirds,composed] [--seeds 0,1,2]
         [--epochs 2] [--pretrained corpus|none|PATH] [--quick]
@@ -49,6 +52,7 @@ import platform
 import statistics
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,10 +140,13 @@ def painted(
     }
 
 
-def painted_shares(data: Prepared, p: float, seed: int) -> dict[str, Any]:
-    """Per mask source, the painted share with masks painted whole and painted visible."""
+def draw_effects(data: Prepared, p: float, seed: int, batch_size: int) -> dict[str, Any]:
+    """Per mask source, the painted share with masks painted whole and painted visible,
+    and the in-batch caption collisions the draw makes (``none``: plain training)."""
     train_set = data.split("train")
-    found: dict[str, Any] = {}
+    found: dict[str, Any] = {
+        "none": {"caption_collisions": caption_collisions(train_set, None, p, seed, batch_size)}
+    }
     for source in MASK_SOURCES:
         visible = data.masks(source)
         whole = {c: by_area(m) for c, m in visible.items()}
@@ -147,8 +154,38 @@ def painted_shares(data: Prepared, p: float, seed: int) -> dict[str, Any]:
             "order": sorted({m.order for m in visible.values()}),
             "whole": painted(train_set, whole, p, seed),
             "visible": painted(train_set, visible, p, seed),
+            "caption_collisions": caption_collisions(train_set, visible, p, seed, batch_size),
         }
     return found
+
+
+def caption_collisions(
+    shards: ShardSet,
+    masks: dict[str, TraitMasks] | None,
+    p: float,
+    seed: int,
+    batch_size: int,
+) -> float:
+    """Share of training samples whose caption, after the first epoch's draw, equals
+    another caption in its batch (batches of a seeded shuffle): pairs the contrastive
+    loss must push apart although their texts are the same (false negatives)."""
+    captions: list[str] = []
+    folder = open_folder(shards.url, LOCAL)
+    for name in sorted(shards.sizes):
+        for sample in read_shard(folder, name):
+            mine = (masks or {}).get(sample.contract)
+            if not mine:
+                captions.append(sample.caption)
+                continue
+            rng = np.random.default_rng(draw_seed(seed, 0, sample.key))
+            captions.append(draw(sample.collection, sample.traits, mine, p, rng).caption)
+    order = np.random.default_rng(seed).permutation(len(captions))
+    shared = 0
+    for start in range(0, len(order), batch_size):
+        batch = [captions[i] for i in order[start : start + batch_size]]
+        counts = Counter(batch)
+        shared += sum(n for n in counts.values() if n > 1)
+    return round(shared / max(1, len(captions)), 3)
 
 
 def run_arm(
@@ -251,7 +288,7 @@ def run_target(
         "prepared": str(data.root),
         "chance": {f"top{k}": round(k / test_set.samples, 4) for k in KS},
         **floors,
-        "painted_share": painted_shares(data, base.mask_probability, 0),
+        "draw": draw_effects(data, base.mask_probability, 0, base.batch_size),
         "runs": runs,
         "summary": summarise(runs),
         "seconds": round(meter.seconds(), 1),

@@ -127,9 +127,12 @@ def test_masking_experiment_quick_runs_every_arm_on_both_targets(
         for floor in ("zero_shot", "untrained"):
             assert 0 <= target[floor]["top1"] <= target[floor]["top10"] <= 1
         for source in ("official", "derived"):
-            shares = target["painted_share"][source]
+            shares = target["draw"][source]
             # Painting only what shows never paints more than painting each mask whole.
             assert 0 < shares["visible"]["mean"] <= shares["whole"]["mean"] <= 1
+            # Dropping phrases makes captions alike: more of them meet their twin in a batch.
+            plain_twins = target["draw"]["none"]["caption_collisions"]
+            assert plain_twins <= shares["caption_collisions"] <= 1
         runs = {r["arm"]: r for r in target["runs"]}
         assert list(runs) == arms and all(r["lr"] == 1e-4 and r["seed"] == 0 for r in runs.values())
         assert runs["plain"]["masked_per_sample"] == [0.0]
@@ -141,5 +144,5 @@ def test_masking_experiment_quick_runs_every_arm_on_both_targets(
         lead = summary["dynamic-official"]["top1_points_over_plain"]
         best = summary["dynamic-official"]["best"]["top1_mean"]
         assert lead == round(100 * (best - summary["plain"]["best"]["top1_mean"]), 2)
-    moonbirds = doc["targets"]["moonbirds"]["painted_share"]["official"]
+    moonbirds = doc["targets"]["moonbirds"]["draw"]["official"]
     assert moonbirds["visible"]["mean"] < moonbirds["whole"]["mean"]  # hats lie on bodies
