@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ import aiohttp
 import dask
 import pytest
 from aiohttp import web
-from distributed import Client, get_worker
+from distributed import Client, Event, get_worker
 from distributed.core import rpc
 from tornado.ioloop import IOLoop
 
@@ -132,10 +133,23 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def run_shard(
-    url: str, shard: str, requests: int, settings: Settings, hold_s: float | None = None
+    url: str,
+    shard: str,
+    requests: int,
+    settings: Settings,
+    hold_s: float | None = None,
+    together: tuple[str, ...] = (),
 ) -> tuple[str, str | None]:
     """On a worker: ``requests`` GETs through the worker's limiter, all wanting to go at once
-    (``hold_s``: a cluster limiter that hands its slots back that often)."""
+    (``hold_s``: a cluster limiter that hands its slots back that often). With
+    ``together`` (one event name per shard, this one's among them) it starts only once
+    every shard's worker is ready, so a slow start on a loaded machine cannot make
+    them take turns."""
+    if together:
+        Event(next(name for name in together if name.endswith(f"/{shard}"))).set()
+        for name in together:
+            if not Event(name).wait(timeout=30):
+                raise TimeoutError(f"{name} never got ready")
     return asyncio.run(_run_shard(url, shard, requests, settings, hold_s))
 
 
@@ -181,12 +195,17 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
     return most
 
 
-def run_both(cluster: Cluster, settings: Settings, requests: int) -> list[tuple[str, float, float]]:
+def run_both(
+    cluster: Cluster, settings: Settings, requests: int, hold_s: float | None = None
+) -> list[tuple[str, float, float]]:
     """Both workers run a shard at the same time; the requests the server saw from them."""
     cluster.seen.done.clear()
+    nonce = uuid.uuid4().hex
+    together = tuple(f"{nonce}/{name}" for name in WORKERS)
+    url = f"{cluster.server.url}/quick"
     futures = [
         cluster.client.submit(
-            run_shard, f"{cluster.server.url}/quick", name, requests, settings, workers=[name]
+            run_shard, url, name, requests, settings, hold_s, together, workers=[name]
         )
         for name in WORKERS
     ]
@@ -196,7 +215,8 @@ def run_both(cluster: Cluster, settings: Settings, requests: int) -> list[tuple[
 
 
 def test_two_workers_never_exceed_the_limit_together(cluster: Cluster) -> None:
-    done = run_both(cluster, Settings(per_host_concurrency=LIMIT), requests=40)
+    # Slots held at most 0.2 s: the shard that got them first hands them back in turn.
+    done = run_both(cluster, Settings(per_host_concurrency=LIMIT), requests=40, hold_s=0.2)
     assert len(done) == 80
     assert most_at_once([(s, e) for _, s, e in done]) == LIMIT  # per process, 2 x LIMIT
     a = [(s, e) for shard, s, e in done if shard == WORKERS[0]]
