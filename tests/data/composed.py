@@ -211,7 +211,7 @@ Art = dict[str, list[Image.Image]]  # layer -> art per value (VALUES order); CON
 
 def compose(plan: Plan, archive: Path = LAYERS_ARCHIVE) -> list[ComposedCollection]:
     """The plan's collections, in its order; the same plan gives the same bytes."""
-    art = _load_art(plan.size, max(plan.values), archive)
+    art = load_art(plan.size, max(plan.values), archive)
     names = {k: f"{plan.name} k={k:02d}" for k in plan.values}
     pairs = {k: (name, _contract(name)) for k, name in names.items()}
     folders = safe_names(list(pairs.values()))
@@ -346,13 +346,13 @@ def _tokens(plan: Plan, k: int, art: Art) -> tuple[ComposedToken, ...]:
     for token_id, combo in enumerate(combos.tolist()):
         picks = dict(zip(TRAIT_TYPES, combo, strict=True))
         traits = tuple((t, VALUES[t][i].name) for t, i in picks.items())
-        png = encode(_render(art, picks).convert("RGB"), "png")
+        png = encode(render(art, picks).convert("RGB"), "png")
         split = "test" if token_id in tests else "train"
         tokens.append(ComposedToken(token_id, png, traits, split))
     return tuple(tokens)
 
 
-def _render(art: Art, picks: Mapping[str, int]) -> Image.Image:
+def render(art: Art, picks: Mapping[str, int]) -> Image.Image:
     """One token's image: the picked value of each trait type, back to front."""
     size = next(iter(art.values()))[0].size
     canvas = Image.new("RGBA", size, (0, 0, 0, 255))
@@ -364,7 +364,7 @@ def _render(art: Art, picks: Mapping[str, int]) -> Image.Image:
     return canvas
 
 
-def _load_art(size: int, values: int, archive: Path = LAYERS_ARCHIVE, inset: float = INSET) -> Art:
+def load_art(size: int, values: int, archive: Path = LAYERS_ARCHIVE, inset: float = INSET) -> Art:
     """The art of the first ``values`` values of each trait type, and of CONSTANT layers;
     every layer but the backdrop at ``inset`` of the size (tests.data.corpus varies it)."""
     bases = _read_layers(archive)

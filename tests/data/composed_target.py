@@ -34,8 +34,8 @@ from tests.data.composed import (
     VALUES,
     ComposedCollection,
     Plan,
-    _load_art,
     compose,
+    load_art,
     write_export,
 )
 from tests.data.moonbird_shards import CACHE, DONE, LOCAL, PROJECT_ROOT, Prepared
@@ -61,7 +61,7 @@ def digest(plan: Plan) -> str:
 
 def official_masks(plan: Plan) -> TraitMasks:
     """Each value's art alpha at the plan's size, back to front in the layer order."""
-    art = _load_art(plan.size, max(plan.values))
+    art = load_art(plan.size, max(plan.values))
     masks = {
         (layer, VALUES[layer][i].name): np.asarray(image)[..., 3] > 0
         for layer in TRAIT_TYPES

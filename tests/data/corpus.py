@@ -256,7 +256,7 @@ def corpus(plan: CorpusPlan) -> list[Collection]:
     collections = []
     for index, design in enumerate(planned):
         if design.inset not in arts:
-            arts[design.inset] = composed._load_art(
+            arts[design.inset] = composed.load_art(
                 plan.size, MAX_VALUES, LAYERS_ARCHIVE, design.inset
             )
         collections.append(_compose(plan, index, design, arts[design.inset]))
@@ -277,7 +277,7 @@ def _compose(plan: CorpusPlan, index: int, design: Design, art: composed.Art) ->
         picks = {t: picked[c] for (t, picked), c in zip(design.values, combo, strict=True)}
         traits = tuple((t, VALUES[t][i].name) for t, i in picks.items())
         text, recorded = template(design.name, token_id, traits, rng)
-        png = encode(composed._render(art, picks).convert("RGB"), "png")
+        png = encode(composed.render(art, picks).convert("RGB"), "png")
         method = "visual_template" if design.template in VISUAL_TEMPLATES else "corpus_template"
         samples.append(Sample(token_id, png, PNG_MIME, text, method, recorded))
     shown = {t: tuple(VALUES[t][i].name for i in picked) for t, picked in design.values}

@@ -22,10 +22,10 @@ from tests.data.composed import (
     ComposedCollection,
     ComposedToken,
     Plan,
-    _load_art,
-    _render,
     compose,
+    load_art,
     neighbours,
+    render,
     write_export,
 )
 from tests.data.synthetic import LAYER_ORDER
@@ -96,25 +96,25 @@ def test_the_same_plan_gives_the_same_bytes_and_another_seed_other_tokens(
 def test_a_token_image_is_its_traits_composed_and_opaque(
     small: list[ComposedCollection],
 ) -> None:
-    art = _load_art(SMALL.size, 3)
+    art = load_art(SMALL.size, 3)
     for token in small[1].tokens:
         with Image.open(io.BytesIO(token.png)) as im:
             assert (im.format, im.mode, im.size) == ("PNG", "RGB", (32, 32))
-        rendered = _render(art, _picks(token.traits))
+        rendered = render(art, _picks(token.traits))
         assert np.asarray(rendered)[..., 3].min() == 255
         assert np.array_equal(_pixels(token.png), np.asarray(rendered.convert("RGB")))
 
 
 def test_changing_one_trait_changes_the_image_only_where_its_art_lies() -> None:
-    art = _load_art(32, MAX_VALUES)
+    art = load_art(32, MAX_VALUES)
     base = dict.fromkeys(TRAIT_TYPES, 0)
-    same = np.asarray(_render(art, base)), np.asarray(_render(art, dict(base)))
+    same = np.asarray(render(art, base)), np.asarray(render(art, dict(base)))
     assert np.array_equal(*same)
     for trait_type in TRAIT_TYPES:
         alpha = [np.asarray(a)[..., 3] > 0 for a in art[trait_type]]
         for a, b in itertools.combinations(range(MAX_VALUES), 2):
-            first = np.asarray(_render(art, base | {trait_type: a}))
-            second = np.asarray(_render(art, base | {trait_type: b}))
+            first = np.asarray(render(art, base | {trait_type: a}))
+            second = np.asarray(render(art, base | {trait_type: b}))
             changed = (first != second).any(axis=2)
             # Every value shows: no two values of a type give one image.
             assert changed.sum() >= 4, (trait_type, a, b)

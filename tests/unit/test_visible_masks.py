@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from tasks.train.masks.draw import union_mask
-from tests.data.composed import CONSTANT, LAYER_ORDER, TRAIT_TYPES, VALUES, Plan, _load_art, _render
+from tests.data.composed import CONSTANT, LAYER_ORDER, TRAIT_TYPES, VALUES, Plan, load_art, render
 from tests.data.composed_target import official_masks
 
 PLAN = Plan(values=(3,), tokens=20, size=64)
@@ -21,7 +21,7 @@ def _recoloured(image: Image.Image) -> Image.Image:
 
 
 def test_a_partly_covered_trait_paints_only_its_visible_pixels() -> None:
-    art = _load_art(PLAN.size, 3)
+    art = load_art(PLAN.size, 3)
     masks = official_masks(PLAN)
     # Low bottom lid, high top lid, small iris: the eye shows about half its colour.
     picks = dict.fromkeys(TRAIT_TYPES, 0) | {"Top lid": 2}
@@ -35,9 +35,9 @@ def test_a_partly_covered_trait_paints_only_its_visible_pixels() -> None:
     assert painted.sum() < 0.6 * full.sum()  # the iris and lids cover part of it
 
     # Where the trait shows: the pixels that change when its layer changes colour.
-    before = np.asarray(_render(art, picks).convert("RGB")).astype(int)
+    before = np.asarray(render(art, picks).convert("RGB")).astype(int)
     art["Eye color"] = [_recoloured(im) for im in art["Eye color"]]
-    after = np.asarray(_render(art, picks).convert("RGB")).astype(int)
+    after = np.asarray(render(art, picks).convert("RGB")).astype(int)
     changed = (before != after).any(axis=2)
 
     above = LAYER_ORDER[LAYER_ORDER.index("Eye color") + 1 :]
