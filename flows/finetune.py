@@ -1,8 +1,9 @@
 """`nft1000/finetune`: fine-tune CLIP on the exported shards, plain or with dynamic masking.
 
 Orchestration only. For dynamic masking, each training collection's trait masks
-are built first where missing (one Dask task per collection, tasks.train.masks.store:
-official layers where configured, else derived from its training images). Then
+are built first where missing or stored without a drawing order (one Dask task per
+collection, tasks.train.masks.store: official layers where configured, else derived
+from its training images; a masked trait paints only where it is visible). Then
 the model trains in this flow run's process, on its GPU when it has one
 (tasks.train.loop), with checkpoints and logs in S3 under ``models/<name>/<run id>/``;
 a rerun of a stopped run resumes it. A finished run updates
