@@ -77,8 +77,7 @@ def derived_masks(collection: ComposedCollection) -> tuple[TraitMasks, int]:
     train = [t for t in collection.tokens if t.split == "train"]
     for token in train:
         builder.add(decode(token.png, PNG_MIME), token.traits, str(token.token_id))
-    found = builder.masks()
-    return by_type_order(found.masks, found.levels, "inferred"), len(train)
+    return builder.masks().ordered(), len(train)
 
 
 def prepare_target(plan: Plan = TARGET, cache: Path = CACHE) -> Prepared:

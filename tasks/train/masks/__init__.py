@@ -68,11 +68,6 @@ class TraitMasks(Mapping[Key, Mask]):
                 region = region & ~self.masks[other]
         return region
 
-    def only(self, keep: Iterable[Key]) -> TraitMasks:
-        """The same masks and order, limited to ``keep``."""
-        kept = {key: self.masks[key] for key in keep if key in self.masks}
-        return TraitMasks(kept, {key: self.depth[key] for key in kept}, self.order)
-
 
 def by_area(masks: Mapping[Key, Mask]) -> TraitMasks:
     """Masks whose order nobody knows: backdrops (nearly the whole canvas) lie under

@@ -78,7 +78,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from tasks.train.masks import Key, Mask
+from tasks.train.masks import Key, Mask, TraitMasks, by_type_order
 
 MAX_SKIPPED_LISTED = 100
 BACKDROP_BORDER = 0.75  # token-weighted share of border pixels a backdrop type covers
@@ -113,6 +113,10 @@ class DerivedMasks:
     bases: tuple[str, ...] = ()  # trait types whose masks are their values' foreground
     # Trait types back to front, one tuple per level; backdrops and types not listed lie under.
     levels: tuple[tuple[str, ...], ...] = ()
+
+    def ordered(self) -> TraitMasks:
+        """The masks with the drawing order inferred from the images."""
+        return by_type_order(self.masks, self.levels, "inferred")
 
 
 class MaskBuilder:

@@ -94,9 +94,7 @@ def build_masks(
     if not contract:
         raise ValueError("no items to build masks from")
     derived = builder.masks(min_tokens=min_tokens) if builder is not None else None
-    masks = by_area({})
-    if derived is not None:
-        masks = by_type_order(derived.masks, derived.levels, "inferred")
+    masks = derived.ordered() if derived is not None else by_area({})
     no_mask = {f"{t}: {v}": why for (t, v), why in (derived.reasons if derived else {}).items()}
     source, mean, compared = "derived", None, 0
     if layers is not None:
