@@ -68,10 +68,10 @@ from tasks.evaluate.embed import embed_shards
 from tasks.evaluate.retrieval import WITHIN, evaluate
 from tasks.train.loop import AUTHORS_LR, Mode, TrainConfig, TrainResult, train
 from tasks.train.masks import TraitMasks, by_area
-from tasks.train.masks.draw import draw, draw_seed, union_mask
+from tasks.train.masks.draw import Draw, draw, draw_seed, union_mask
 from tasks.train.model import ClipModel, load_clip, resolve_device
 from tasks.train.model_configs import TINY_ARCHITECTURE
-from tasks.train.shards import ShardSet, read_shard
+from tasks.train.shards import Sample, ShardSet, read_shard
 from tests.data.composed import Plan
 from tests.data.composed_target import TARGET, prepare_target
 from tests.data.moonbird_shards import LOCAL, MASK_SOURCES, Prepared, add_arguments, prepared_of
@@ -116,23 +116,37 @@ def arm_masks(arm: Arm, data: Prepared) -> dict[str, TraitMasks] | None:
     return masks if arm.visible else {c: by_area(m) for c, m in masks.items()}
 
 
-def painted(
+Drawn = list[tuple[Sample, Draw | None]]
+
+
+def first_draws(
     shards: ShardSet, masks: dict[str, TraitMasks] | None, p: float, seed: int
-) -> dict[str, float]:
-    """Share of each training image that the first epoch's draw paints over (the same
-    draw as tasks.train.batches: ``draw_seed(seed, 0, key)``), at the masks' size."""
-    shares: list[float] = []
+) -> Drawn:
+    """Each training sample with the first epoch's draw (the same draw as
+    tasks.train.batches: ``draw_seed(seed, 0, key)``); None where it has no masks."""
+    drawn: Drawn = []
     folder = open_folder(shards.url, LOCAL)
     for name in sorted(shards.sizes):
         for sample in read_shard(folder, name):
             mine = (masks or {}).get(sample.contract)
             if not mine:
-                shares.append(0.0)
+                drawn.append((sample, None))
                 continue
             rng = np.random.default_rng(draw_seed(seed, 0, sample.key))
-            picked = draw(sample.collection, sample.traits, mine, p, rng).masked
-            union = union_mask(picked, mine, sample.traits)
-            shares.append(0.0 if union is None else float(union.mean()))
+            drawn.append((sample, draw(sample.collection, sample.traits, mine, p, rng)))
+    return drawn
+
+
+def painted(drawn: Drawn, masks: dict[str, TraitMasks]) -> dict[str, float]:
+    """Share of each training image the draws paint over with ``masks``, at their size."""
+    shares: list[float] = []
+    for sample, picked in drawn:
+        union = (
+            None
+            if picked is None
+            else union_mask(picked.masked, masks[sample.contract], sample.traits)
+        )
+        shares.append(0.0 if union is None else float(union.mean()))
     values = np.array(shares)
     return {
         "mean": round(float(values.mean()), 3),
@@ -140,52 +154,38 @@ def painted(
     }
 
 
-def draw_effects(data: Prepared, p: float, seed: int, batch_size: int) -> dict[str, Any]:
-    """Per mask source, the painted share with masks painted whole and painted visible,
-    and the in-batch caption collisions the draw makes (``none``: plain training)."""
-    train_set = data.split("train")
-    found: dict[str, Any] = {
-        "none": {"caption_collisions": caption_collisions(train_set, None, p, seed, batch_size)}
-    }
-    for source in MASK_SOURCES:
-        visible = data.masks(source)
-        whole = {c: by_area(m) for c, m in visible.items()}
-        found[source] = {
-            "order": sorted({m.order for m in visible.values()}),
-            "whole": painted(train_set, whole, p, seed),
-            "visible": painted(train_set, visible, p, seed),
-            "caption_collisions": caption_collisions(train_set, visible, p, seed, batch_size),
-        }
-    return found
-
-
-def caption_collisions(
-    shards: ShardSet,
-    masks: dict[str, TraitMasks] | None,
-    p: float,
-    seed: int,
-    batch_size: int,
-) -> float:
-    """Share of training samples whose caption, after the first epoch's draw, equals
-    another caption in its batch (batches of a seeded shuffle): pairs the contrastive
-    loss must push apart although their texts are the same (false negatives)."""
-    captions: list[str] = []
-    folder = open_folder(shards.url, LOCAL)
-    for name in sorted(shards.sizes):
-        for sample in read_shard(folder, name):
-            mine = (masks or {}).get(sample.contract)
-            if not mine:
-                captions.append(sample.caption)
-                continue
-            rng = np.random.default_rng(draw_seed(seed, 0, sample.key))
-            captions.append(draw(sample.collection, sample.traits, mine, p, rng).caption)
+def caption_collisions(drawn: Drawn, seed: int, batch_size: int) -> float:
+    """Share of training samples whose caption, after the draw, equals another caption
+    in its batch (batches of a seeded shuffle): pairs the contrastive loss must push
+    apart although their texts are the same (false negatives)."""
+    captions = [sample.caption if picked is None else picked.caption for sample, picked in drawn]
     order = np.random.default_rng(seed).permutation(len(captions))
     shared = 0
     for start in range(0, len(order), batch_size):
-        batch = [captions[i] for i in order[start : start + batch_size]]
-        counts = Counter(batch)
+        counts = Counter(captions[i] for i in order[start : start + batch_size])
         shared += sum(n for n in counts.values() if n > 1)
     return round(shared / max(1, len(captions)), 3)
+
+
+def draw_effects(data: Prepared, p: float, seed: int, batch_size: int) -> dict[str, Any]:
+    """Per mask source, the painted share with masks painted whole and painted visible
+    (one draw: the picks do not depend on the order), and the in-batch caption
+    collisions the draw makes (``none``: plain training)."""
+    train_set = data.split("train")
+    plain = first_draws(train_set, None, p, seed)
+    found: dict[str, Any] = {
+        "none": {"caption_collisions": caption_collisions(plain, seed, batch_size)}
+    }
+    for source in MASK_SOURCES:
+        visible = data.masks(source)
+        drawn = first_draws(train_set, visible, p, seed)
+        found[source] = {
+            "order": sorted({m.order for m in visible.values()}),
+            "whole": painted(drawn, {c: by_area(m) for c, m in visible.items()}),
+            "visible": painted(drawn, visible),
+            "caption_collisions": caption_collisions(drawn, seed, batch_size),
+        }
+    return found
 
 
 def run_arm(
