@@ -37,6 +37,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from bench.experiments import pretrain
 from bench.measure import Meter
 from infra import deployments, stack
 from tasks.core import paths
@@ -181,16 +182,6 @@ def _logs_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _checkpoint(pretrained: str) -> Path | None:
-    if pretrained == "none":
-        return None
-    if pretrained == "corpus":
-        from bench.experiments import pretrain
-
-        return pretrain.pretrained_checkpoint(pretrain.PretrainParams())
-    return Path(pretrained)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--values", default="3,4,5,6,8,10", help="values per trait type")
@@ -221,7 +212,7 @@ def main() -> None:
         name="Composed training",
     )
     with _logs_to_stderr():
-        checkpoint = _checkpoint(args.pretrained)
+        checkpoint = pretrain.chosen_checkpoint(args.pretrained)
         result = run(plan, training, args.epochs, args.home, checkpoint, args.lr)
     json.dump(result, sys.stdout, indent=1)
     print()

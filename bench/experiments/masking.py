@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.experiments import pretrain
 from bench.measure import Meter
 from tasks.core.folders import open_folder
 from tasks.core.paths import MODEL
@@ -310,19 +311,6 @@ def targets_of(args: argparse.Namespace) -> dict[str, Callable[[], Prepared]]:
     return {name: loaders[name] for name in args.targets}
 
 
-def start_checkpoint(args: argparse.Namespace) -> str:
-    """The checkpoint the arms fine-tune: the corpus-pretrained one (built if missing),
-    none (random weights), or a given file."""
-    if args.pretrained == "none":
-        return ""
-    if args.pretrained == "corpus":
-        from bench.experiments import pretrain
-
-        params = pretrain.QUICK if args.quick else pretrain.PretrainParams()
-        return str(pretrain.pretrained_checkpoint(params, args.cache))
-    return str(args.pretrained)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     unknown = [a for a in args.arms if a not in ARMS] + [
         t for t in args.targets if t not in TARGETS
@@ -332,7 +320,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     device = resolve_device(args.device)
     meter = Meter()
-    pretrained = start_checkpoint(args)
+    start = pretrain.chosen_checkpoint(args.pretrained, args.quick, args.cache)
+    pretrained = str(start) if start else ""
     base = TrainConfig(
         architecture=args.architecture,
         pretrained=pretrained,

@@ -176,6 +176,17 @@ def pretrained_checkpoint(params: PretrainParams, cache: Path = CACHE) -> Path:
     return Path(pretrain(params, cache)["checkpoint"])
 
 
+def chosen_checkpoint(choice: str, quick: bool = False, cache: Path = CACHE) -> Path | None:
+    """What another bench's ``--pretrained`` names: ``corpus`` (this bench's checkpoint,
+    its ``--quick`` one with ``quick``; trained now if missing), ``none`` (random
+    weights) or a checkpoint file."""
+    if choice == "none":
+        return None
+    if choice == "corpus":
+        return pretrained_checkpoint(QUICK if quick else PretrainParams(), cache)
+    return Path(choice)
+
+
 def upload(checkpoint: Path, url: str, settings: Settings) -> str:
     """Copy a checkpoint to an ``s3://bucket/key.pt`` URL, where nft1000/finetune reads it."""
     if not url.startswith("s3://") or url.endswith("/"):
